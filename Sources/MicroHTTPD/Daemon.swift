@@ -1,0 +1,359 @@
+import CMicroHTTPD
+import Glibc
+
+// The libmicrohttpd boundary: the daemon, its C callbacks, the multipart
+// post-processor and responses. Everything above it is plain Swift.
+
+/// What the application sees of a request when its headers have arrived.
+public struct RequestHead: Sendable {
+    public let method: String
+    public let path: String
+    public let peer: String
+    private let values: [(name: String, value: String)]
+
+    public init(method: String, path: String, peer: String, headers: [(name: String, value: String)]) {
+        self.method = method
+        self.path = path
+        self.peer = peer
+        self.values = headers
+    }
+
+    /// The first header of that name (case-insensitive).
+    public func header(_ name: String) -> String? {
+        values.first { $0.name.lowercased() == name.lowercased() }?.value
+    }
+}
+
+public struct Response: Sendable {
+    public var status: Int
+    public var body: [UInt8]
+    public var headers: [(name: String, value: String)]
+
+    public init(status: Int, body: [UInt8], headers: [(name: String, value: String)]) {
+        self.status = status
+        self.body = body
+        self.headers = headers
+    }
+}
+
+public enum RequestAction {
+    /// Answer at once; a request body, if any, is not read and the connection closes.
+    case respond(Response)
+    /// Read the body as multipart/form-data into this receiver.
+    case receiveForm(any FormReceiver)
+}
+
+/// What to do with the next piece of a request body.
+public enum BodyDecision {
+    case parse
+    /// Read and drop it, to answer once the body has ended.
+    case discard
+    /// Close the connection without an answer.
+    case close
+}
+
+/// Why a request ended.
+public enum Termination: Sendable {
+    case completed, clientAborted, timedOut, shutdown, failed
+
+    public var label: String {
+        switch self {
+        case .completed: "completed"
+        case .clientAborted: "client_aborted"
+        case .timedOut: "timed_out"
+        case .shutdown: "shutdown"
+        case .failed: "failed"
+        }
+    }
+}
+
+/// Takes the body of one multipart request. libmicrohttpd serves a connection from
+/// one thread at a time, so a receiver needs no locking.
+public protocol FormReceiver: AnyObject {
+    /// `count` more body bytes arrived (before parsing).
+    func receive(byteCount count: Int) -> BodyDecision
+    /// A part begins; false stops parsing.
+    func partBegins(name: String, filename: String?) -> Bool
+    /// Content of the current part, valid during the call only; false stops parsing.
+    func partData(_ bytes: BorrowedBytes) -> Bool
+    /// The body is not valid multipart.
+    func malformed()
+    /// The whole body arrived; `parsed` is false if the multipart ended early.
+    func finish(parsed: Bool) -> Response
+    /// The connection ended before `finish`.
+    func abandon(_ reason: Termination)
+}
+
+/// One finished request, for the access log and metrics.
+public struct RequestRecord: Sendable {
+    public let method: String
+    public let path: String
+    public let peer: String
+    /// nil when no response was sent.
+    public let status: Int?
+    public let bodyBytes: UInt64
+    public let durationNanoseconds: UInt64
+    public let termination: Termination
+}
+
+public protocol HTTPApplication: Sendable {
+    func begin(_ head: RequestHead) -> RequestAction
+    func completed(_ record: RequestRecord)
+    func daemonMessage(_ text: String)
+}
+
+public struct DaemonOptions: Sendable {
+    public var address: SocketAddress
+    public var threads: Int
+    public var connectionLimit: Int
+    public var idleTimeoutSeconds: Int
+    /// Per-connection memory; bounds the size of each read from the socket.
+    public var connectionMemory: Int
+    /// The post-processor's buffer: the largest piece of a part handed over at once.
+    public var formBufferSize: Int
+
+    public init(address: SocketAddress, threads: Int, connectionLimit: Int, idleTimeoutSeconds: Int,
+                connectionMemory: Int = 256 * 1024, formBufferSize: Int = 128 * 1024) {
+        self.address = address
+        self.threads = threads
+        self.connectionLimit = connectionLimit
+        self.idleTimeoutSeconds = idleTimeoutSeconds
+        self.connectionMemory = connectionMemory
+        self.formBufferSize = formBufferSize
+    }
+}
+
+/// A running libmicrohttpd daemon: internal epoll threads, a thread pool, and the
+/// inter-thread channel that quiescing needs.
+public final class Daemon: @unchecked Sendable {
+    private var handle: OpaquePointer?
+    private let context: Unmanaged<DaemonContext>
+    public let port: UInt16
+
+    public init(_ application: any HTTPApplication, options: DaemonOptions) throws(SystemError) {
+        let context = Unmanaged.passRetained(DaemonContext(application, formBufferSize: options.formBufferSize))
+        var flags = MHD_USE_INTERNAL_POLLING_THREAD.rawValue | MHD_USE_EPOLL.rawValue
+            | MHD_USE_ITC.rawValue | MHD_USE_ERROR_LOG.rawValue
+        if options.address.isIPv6 { flags |= MHD_USE_IPv6.rawValue }
+
+        let handle: OpaquePointer? = options.address.withSockaddr { address, _ in
+            var items: [MHD_OptionItem] = [
+                .init(option: .SOCK_ADDR, value: 0, ptr_value: UnsafeMutableRawPointer(mutating: address)),
+                .init(option: .THREAD_POOL_SIZE, value: max(1, options.threads), ptr_value: nil),
+                .init(option: .CONNECTION_LIMIT, value: options.connectionLimit, ptr_value: nil),
+                .init(option: .CONNECTION_TIMEOUT, value: options.idleTimeoutSeconds, ptr_value: nil),
+                .init(option: .CONNECTION_MEMORY_LIMIT, value: options.connectionMemory, ptr_value: nil),
+                .init(option: .LISTEN_BACKLOG_SIZE, value: 1024, ptr_value: nil),
+                .init(option: .LISTENING_ADDRESS_REUSE, value: 1, ptr_value: nil),
+                .init(option: .END, value: 0, ptr_value: nil),
+            ]
+            let opaque = context.toOpaque()
+            return items.withUnsafeMutableBufferPointer {
+                shim_start_daemon(flags, accessHandler, opaque, requestCompleted, opaque, logMessage, opaque, $0.baseAddress)
+            }
+        }
+        guard let handle else {
+            context.release()
+            throw SystemError("listen on \(options.address)", code: errno == 0 ? EADDRINUSE : errno)
+        }
+        self.handle = handle
+        self.context = context
+        self.port = shim_daemon_port(handle)
+    }
+
+    /// Stops accepting connections; requests already in progress go on.
+    public func quiesce() {
+        guard let handle else { return }
+        let listener = MHD_quiesce_daemon(handle)
+        if listener >= 0 { close(listener) }
+    }
+
+    /// Closes every connection (requests still running are abandoned) and joins the threads.
+    public func stop() {
+        guard let handle else { return }
+        MHD_stop_daemon(handle)
+        self.handle = nil
+        context.release()
+    }
+}
+
+/// Shared by every thread of the daemon; immutable.
+private final class DaemonContext: Sendable {
+    let application: any HTTPApplication
+    let formBufferSize: Int
+
+    init(_ application: any HTTPApplication, formBufferSize: Int) {
+        self.application = application
+        self.formBufferSize = formBufferSize
+    }
+}
+
+/// The state of one request, owned by libmicrohttpd's `con_cls` from the first
+/// call of the access handler until the completion callback.
+private final class Exchange {
+    let head: RequestHead
+    let started = ProcessEnvironment.monotonicNanoseconds()
+    var status: Int?
+    var bodyBytes: UInt64 = 0
+    var receiver: (any FormReceiver)?
+    var postProcessor: OpaquePointer?
+    var finished = false
+    // The post-processor reports a new part only as "offset 0"; see `formData`.
+    var partName: String?
+    var partFilename: String?
+    var partBytes: UInt64 = 0
+
+    init(head: RequestHead) { self.head = head }
+
+    func queue(_ response: Response, on connection: OpaquePointer) -> MHD_Result {
+        status = response.status
+        let mhdResponse = response.body.withUnsafeBytes {
+            MHD_create_response_from_buffer($0.count, UnsafeMutableRawPointer(mutating: $0.baseAddress), .RESPMEM_MUST_COPY)
+        }
+        guard let mhdResponse else { return .NO }
+        defer { MHD_destroy_response(mhdResponse) }
+        for header in response.headers {
+            MHD_add_response_header(mhdResponse, header.name, header.value)
+        }
+        return MHD_queue_response(connection, UInt32(response.status), mhdResponse)
+    }
+
+    /// One call of the post-processor's iterator.
+    func formData(name: String, filename: String?, data: UnsafePointer<CChar>?, offset: UInt64, size: Int) -> Bool {
+        guard let receiver else { return false }
+        // libmicrohttpd may call twice at offset 0 for one part (once empty, then
+        // with data), so a new part is an offset of 0 after data, or a new name.
+        // An empty part followed by a part with the same name and filename reads
+        // as one part; with either name it ends the same way on disk.
+        if offset == 0 && (partBytes > 0 || partName != name || partFilename != filename) {
+            partName = name
+            partFilename = filename
+            partBytes = 0
+            guard receiver.partBegins(name: name, filename: filename) else { return false }
+        }
+        guard size > 0, let data else { return true }
+        partBytes += UInt64(size)
+        return receiver.partData(BorrowedBytes(buffer: UnsafeRawBufferPointer(start: data, count: size)))
+    }
+}
+
+private func string(_ pointer: UnsafePointer<CChar>?) -> String? {
+    pointer.map { String(cString: $0) }
+}
+
+private final class HeaderList {
+    var headers: [(name: String, value: String)] = []
+}
+
+private let collectHeader: MHD_KeyValueIterator = { cls, _, key, value in
+    guard let cls, let key else { return .YES }
+    let list = Unmanaged<HeaderList>.fromOpaque(cls).takeUnretainedValue()
+    list.headers.append((String(cString: key), string(value) ?? ""))
+    return .YES
+}
+
+private let accessHandler: MHD_AccessHandlerCallback = { cls, connection, url, method, _, uploadData, uploadDataSize, conCls in
+    guard let cls, let connection, let conCls, let uploadDataSize else { return .NO }
+    let context = Unmanaged<DaemonContext>.fromOpaque(cls).takeUnretainedValue()
+
+    guard let existing = conCls.pointee else {
+        // First call: the headers have arrived, the body (if any) has not.
+        let list = HeaderList()
+        withExtendedLifetime(list) {
+            _ = MHD_get_connection_values(connection, .HEADER_KIND, collectHeader, Unmanaged.passUnretained(list).toOpaque())
+        }
+        let peer = shim_client_address(connection).flatMap { SocketAddress($0)?.description } ?? "-"
+        let head = RequestHead(method: string(method) ?? "", path: string(url) ?? "", peer: peer, headers: list.headers)
+        let exchange = Exchange(head: head)
+        conCls.pointee = Unmanaged.passRetained(exchange).toOpaque()
+
+        switch context.application.begin(head) {
+        case .respond(let response):
+            return exchange.queue(response, on: connection)
+        case .receiveForm(let receiver):
+            exchange.receiver = receiver
+            exchange.postProcessor = MHD_create_post_processor(
+                connection, context.formBufferSize, formIterator, Unmanaged.passUnretained(exchange).toOpaque())
+            if exchange.postProcessor == nil { receiver.malformed() }
+            // Returning without a response makes libmicrohttpd send
+            // "100 Continue" when asked and read the body.
+            return .YES
+        }
+    }
+
+    let exchange = Unmanaged<Exchange>.fromOpaque(existing).takeUnretainedValue()
+    let size = uploadDataSize.pointee
+    if size > 0 {
+        uploadDataSize.pointee = 0
+        exchange.bodyBytes += UInt64(size)
+        guard let receiver = exchange.receiver else { return .YES }
+        switch receiver.receive(byteCount: size) {
+        case .close:
+            return .NO
+        case .discard:
+            return .YES
+        case .parse:
+            if let postProcessor = exchange.postProcessor, MHD_post_process(postProcessor, uploadData, size) == .NO {
+                receiver.malformed()
+            }
+            return .YES
+        }
+    }
+
+    // The body is complete.
+    guard exchange.status == nil, let receiver = exchange.receiver else { return .YES }
+    var parsed = false
+    if let postProcessor = exchange.postProcessor {
+        parsed = MHD_destroy_post_processor(postProcessor) == .YES
+        exchange.postProcessor = nil
+    }
+    exchange.finished = true
+    return exchange.queue(receiver.finish(parsed: parsed), on: connection)
+}
+
+private let formIterator: MHD_PostDataIterator = { cls, _, key, filename, _, _, data, offset, size in
+    guard let cls else { return .NO }
+    let exchange = Unmanaged<Exchange>.fromOpaque(cls).takeUnretainedValue()
+    let accepted = exchange.formData(
+        name: string(key) ?? "", filename: string(filename), data: data, offset: offset, size: size)
+    return accepted ? .YES : .NO
+}
+
+private let requestCompleted: MHD_RequestCompletedCallback = { cls, _, conCls, code in
+    guard let cls, let conCls, let pointer = conCls.pointee else { return }
+    conCls.pointee = nil
+    let context = Unmanaged<DaemonContext>.fromOpaque(cls).takeUnretainedValue()
+    let exchange = Unmanaged<Exchange>.fromOpaque(pointer).takeRetainedValue()
+
+    let termination: Termination = switch code {
+    case .REQUEST_TERMINATED_COMPLETED_OK: .completed
+    case .REQUEST_TERMINATED_TIMEOUT_REACHED: .timedOut
+    case .REQUEST_TERMINATED_DAEMON_SHUTDOWN: .shutdown
+    case .REQUEST_TERMINATED_CLIENT_ABORT, .REQUEST_TERMINATED_READ_ERROR: .clientAborted
+    default: .failed
+    }
+    if let postProcessor = exchange.postProcessor {
+        _ = MHD_destroy_post_processor(postProcessor)
+        exchange.postProcessor = nil
+    }
+    if let receiver = exchange.receiver, !exchange.finished {
+        receiver.abandon(termination)
+    }
+    exchange.receiver = nil
+    context.application.completed(RequestRecord(
+        method: exchange.head.method, path: exchange.head.path, peer: exchange.head.peer,
+        status: exchange.status, bodyBytes: exchange.bodyBytes,
+        durationNanoseconds: ProcessEnvironment.monotonicNanoseconds() - exchange.started,
+        termination: exchange.status == nil && termination == .completed ? .failed : termination))
+}
+
+private let logMessage: MHD_LogCallback = { cls, format, arguments in
+    guard let cls, let format else { return }
+    let context = Unmanaged<DaemonContext>.fromOpaque(cls).takeUnretainedValue()
+    var text = [CChar](repeating: 0, count: 512)
+    guard let arguments else { return }
+    vsnprintf(&text, text.count, format, arguments)
+    var message = String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    while message.last?.isNewline == true { message.removeLast() }
+    context.application.daemonMessage(message)
+}

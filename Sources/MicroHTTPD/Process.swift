@@ -1,0 +1,94 @@
+import Glibc
+
+/// Process-wide facilities: signals, limits, identity, clocks and output.
+public enum ProcessEnvironment {
+    /// Blocks SIGTERM and SIGINT in the calling thread and every thread it starts
+    /// later, so that only `waitForTerminationSignal` sees them. As PID 1 in a
+    /// container no default action exists, so they must be taken this way.
+    public static func blockTerminationSignals() {
+        signal(SIGPIPE, SIG_IGN)
+        var set = terminationSignals()
+        pthread_sigmask(SIG_BLOCK, &set, nil)
+    }
+
+    /// Waits for SIGTERM or SIGINT and returns its name.
+    public static func waitForTerminationSignal() -> String {
+        var set = terminationSignals()
+        var received: Int32 = 0
+        while sigwait(&set, &received) != 0 {}
+        return received == SIGINT ? "SIGINT" : "SIGTERM"
+    }
+
+    private static func terminationSignals() -> sigset_t {
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, SIGTERM)
+        sigaddset(&set, SIGINT)
+        return set
+    }
+
+    /// Raises the soft limit on open files to the hard limit; returns the new soft limit.
+    @discardableResult
+    public static func raiseOpenFileLimit() -> UInt64 {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 0 }
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max
+            setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        }
+        return UInt64(limit.rlim_cur)
+    }
+
+    public static var onlineProcessors: Int { max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
+    public static var userID: UInt32 { getuid() }
+    public static var groupID: UInt32 { getgid() }
+
+    public static func environment(_ name: String) -> String? {
+        getenv(name).map { String(cString: $0) }
+    }
+
+    public static func sleep(milliseconds: Int) {
+        usleep(UInt32(milliseconds * 1000))
+    }
+
+    /// Monotonic time in nanoseconds, for durations.
+    public static func monotonicNanoseconds() -> UInt64 {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+    }
+
+    /// The current UTC time as `2026-11-29T10:00:00.123Z`.
+    public static func timestamp() -> String {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        var seconds = now.tv_sec
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        func pad(_ value: Int32, _ width: Int) -> String {
+            let digits = String(value)
+            return String(repeating: "0", count: max(0, width - digits.count)) + digits
+        }
+        return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))"
+            + "T\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2))"
+            + ".\(pad(Int32(now.tv_nsec / 1_000_000), 3))Z"
+    }
+
+    /// Writes one line with a single write(2), so concurrent lines never interleave
+    /// and nothing waits in a buffer (stdout is a pipe under docker).
+    public static func writeLine(_ line: String, toStandardError: Bool = false) {
+        var text = line
+        text.append("\n")
+        text.withUTF8 { bytes in
+            var offset = 0
+            while offset < bytes.count {
+                let written = Glibc.write(toStandardError ? 2 : 1, bytes.baseAddress! + offset, bytes.count - offset)
+                if written < 0 {
+                    if errno == EINTR { continue }
+                    return
+                }
+                offset += written
+            }
+        }
+    }
+}

@@ -1,0 +1,82 @@
+import Glibc
+
+/// An IPv4 or IPv6 address and port. Only literals: name resolution would need
+/// NSS libraries that a static binary in a scratch image does not have.
+public struct SocketAddress: Sendable, CustomStringConvertible {
+    private enum Storage: Sendable {
+        case v4(sockaddr_in)
+        case v6(sockaddr_in6)
+    }
+    private let storage: Storage
+
+    /// Parses `127.0.0.1`, `::1` or `[::1]`; `localhost` means 127.0.0.1.
+    public init?(host: String, port: UInt16) {
+        var literal = host == "localhost" ? "127.0.0.1" : host
+        if literal.hasPrefix("[") && literal.hasSuffix("]") {
+            literal = String(literal.dropFirst().dropLast())
+        }
+        var v4 = sockaddr_in()
+        if inet_pton(AF_INET, literal, &v4.sin_addr) == 1 {
+            v4.sin_family = sa_family_t(AF_INET)
+            v4.sin_port = port.bigEndian
+            storage = .v4(v4)
+            return
+        }
+        var v6 = sockaddr_in6()
+        if inet_pton(AF_INET6, literal, &v6.sin6_addr) == 1 {
+            v6.sin6_family = sa_family_t(AF_INET6)
+            v6.sin6_port = port.bigEndian
+            storage = .v6(v6)
+            return
+        }
+        return nil
+    }
+
+    init?(_ address: UnsafePointer<sockaddr>) {
+        switch Int32(address.pointee.sa_family) {
+        case AF_INET:
+            storage = .v4(UnsafeRawPointer(address).load(as: sockaddr_in.self))
+        case AF_INET6:
+            storage = .v6(UnsafeRawPointer(address).load(as: sockaddr_in6.self))
+        default:
+            return nil
+        }
+    }
+
+    public var isIPv6: Bool {
+        if case .v6 = storage { return true }
+        return false
+    }
+
+    public var port: UInt16 {
+        switch storage {
+        case .v4(let address): UInt16(bigEndian: address.sin_port)
+        case .v6(let address): UInt16(bigEndian: address.sin6_port)
+        }
+    }
+
+    public var host: String {
+        var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
+        switch storage {
+        case .v4(var address): inet_ntop(AF_INET, &address.sin_addr, &text, socklen_t(text.count))
+        case .v6(var address): inet_ntop(AF_INET6, &address.sin6_addr, &text, socklen_t(text.count))
+        }
+        return String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// `1.2.3.4:80` or `[::1]:80`.
+    public var description: String { isIPv6 ? "[\(host)]:\(port)" : "\(host):\(port)" }
+
+    func withSockaddr<R>(_ body: (UnsafePointer<sockaddr>, socklen_t) -> R) -> R {
+        switch storage {
+        case .v4(var address):
+            return withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+        case .v6(var address):
+            return withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
+            }
+        }
+    }
+}

@@ -1,0 +1,114 @@
+import MicroHTTPD
+
+/// Routes requests and checks an upload's headers before any byte of its body
+/// is read.
+public final class UploadApplication: HTTPApplication {
+    let config: Configuration
+    /// The upload directory's absolute path, resolved once at start-up.
+    let directoryPath: String
+    public let metrics = Metrics()
+    let log: Log
+
+    public init(config: Configuration, directoryPath: String, log: Log) {
+        self.config = config
+        self.directoryPath = directoryPath
+        self.log = log
+    }
+
+    public func begin(_ head: RequestHead) -> RequestAction {
+        switch (head.path, head.method) {
+        case ("/upload", "POST"):
+            return beginUpload(head)
+        case ("/upload", _):
+            return reject(.methodNotAllowed(allow: "POST"))
+        case ("/healthz", "GET"), ("/healthz", "HEAD"):
+            return .respond(.json(200, .object([("status", .string("ok"))])))
+        case ("/metrics", "GET"), ("/metrics", "HEAD"):
+            return .respond(Response(status: 200, body: Array(metrics.render().utf8),
+                                     headers: [(name: "Content-Type", value: "text/plain; version=0.0.4")]))
+        case ("/healthz", _), ("/metrics", _):
+            return reject(.methodNotAllowed(allow: "GET, HEAD"))
+        default:
+            return reject(.notFound)
+        }
+    }
+
+    public func completed(_ record: RequestRecord) {
+        if let status = record.status { metrics.responded(status) }
+        log.access(record)
+    }
+
+    public func daemonMessage(_ text: String) {
+        log.warning("http_daemon", [("message", .string(text))])
+    }
+
+    private func beginUpload(_ head: RequestHead) -> RequestAction {
+        if let token = config.token, !Self.bearer(head.header("Authorization"), matches: token) {
+            return reject(.unauthorized)
+        }
+        let contentType = head.header("Content-Type") ?? ""
+        guard Self.mediaType(of: contentType) == "multipart/form-data" else {
+            return reject(.unsupportedMediaType(contentType))
+        }
+        guard let boundary = Self.parameter("boundary", of: contentType), !boundary.isEmpty else {
+            return reject(.badRequest("multipart/form-data without a boundary parameter"))
+        }
+        if let limit = config.maxUploadSize, let length = head.header("Content-Length").flatMap({ UInt64($0) }),
+           length > limit {
+            return reject(.tooLarge(limit: limit))
+        }
+        let directory: Directory
+        do {
+            directory = try Directory(path: directoryPath)
+        } catch {
+            log.error("upload_dir_unavailable", [("path", .string(directoryPath)), ("error", .string(error.description))])
+            return reject(.internalError("upload directory is unavailable (\(error.reason))"))
+        }
+        return .receiveForm(UploadReceiver(directory: directory, policy: config.onConflict,
+                                           limit: config.maxUploadSize, peer: head.peer, metrics: metrics, log: log))
+    }
+
+    private func reject(_ failure: UploadFailure) -> RequestAction {
+        metrics.failed(failure.reason)
+        return .respond(failure.response)
+    }
+
+    /// `multipart/form-data` from `multipart/form-data; boundary=x`, lower-cased.
+    static func mediaType(of contentType: String) -> String {
+        String(contentType.prefix { $0 != ";" }).trimmingSpaces().lowercased()
+    }
+
+    /// A parameter of a header value, unquoted: `boundary` of `multipart/form-data; boundary="a b"`.
+    static func parameter(_ name: String, of value: String) -> String? {
+        for piece in value.split(separator: ";").dropFirst() {
+            let pair = piece.split(separator: "=", maxSplits: 1)
+            guard pair.count == 2, String(pair[0]).trimmingSpaces().lowercased() == name else { continue }
+            var parameter = String(pair[1]).trimmingSpaces()
+            if parameter.count >= 2 && parameter.hasPrefix("\"") && parameter.hasSuffix("\"") {
+                parameter = String(parameter.dropFirst().dropLast())
+            }
+            return parameter
+        }
+        return nil
+    }
+
+    /// Compares in time independent of where the first difference is.
+    static func bearer(_ authorization: String?, matches token: String) -> Bool {
+        guard let authorization, authorization.count > 7,
+              authorization.prefix(7).lowercased() == "bearer " else { return false }
+        let given = Array(authorization.utf8.dropFirst(7))
+        let expected = Array(token.utf8)
+        var difference = given.count ^ expected.count
+        for index in 0..<expected.count {
+            difference |= Int(expected[index] ^ (index < given.count ? given[index] : 0))
+        }
+        return difference == 0
+    }
+}
+
+extension String {
+    func trimmingSpaces() -> String {
+        let isSpace: (Character) -> Bool = { $0 == " " || $0 == "\t" }
+        return String(drop(while: isSpace).reversed().drop(while: isSpace).reversed())
+    }
+}

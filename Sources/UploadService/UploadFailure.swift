@@ -1,0 +1,81 @@
+import MicroHTTPD
+
+/// Every way a request can fail, and the one place where each becomes a status
+/// code, a JSON body and a metrics label.
+public enum UploadFailure: Error, Equatable, Sendable {
+    case badRequest(String)
+    case unauthorized
+    case notFound
+    case methodNotAllowed(allow: String)
+    case conflict(name: String)
+    case tooLarge(limit: UInt64)
+    case unsupportedMediaType(String)
+    case noSpace
+    case internalError(String)
+
+    public var status: Int {
+        switch self {
+        case .badRequest: 400
+        case .unauthorized: 401
+        case .notFound: 404
+        case .methodNotAllowed: 405
+        case .conflict: 409
+        case .tooLarge: 413
+        case .unsupportedMediaType: 415
+        case .noSpace: 507
+        case .internalError: 500
+        }
+    }
+
+    public var message: String {
+        switch self {
+        case .badRequest(let detail): detail
+        case .unauthorized: "missing or wrong bearer token"
+        case .notFound: "not found"
+        case .methodNotAllowed(let allow): "method not allowed; use \(allow)"
+        case .conflict(let name): "\"\(name)\" already exists"
+        case .tooLarge(let limit): "request body is larger than the limit of \(ByteSize.format(limit))"
+        case .unsupportedMediaType(let type): "expected multipart/form-data, got \(type.isEmpty ? "no Content-Type" : type)"
+        case .noSpace: "no space left on the server's disk"
+        case .internalError(let detail): detail
+        }
+    }
+
+    /// The `reason` label of `upload_server_failures_total`.
+    public var reason: String {
+        switch self {
+        case .badRequest: "bad_request"
+        case .unauthorized: "unauthorized"
+        case .notFound: "not_found"
+        case .methodNotAllowed: "method_not_allowed"
+        case .conflict: "conflict"
+        case .tooLarge: "too_large"
+        case .unsupportedMediaType: "unsupported_media_type"
+        case .noSpace: "no_space"
+        case .internalError: "internal"
+        }
+    }
+
+    public var response: Response {
+        var headers = [(name: "Content-Type", value: "application/json")]
+        switch self {
+        case .methodNotAllowed(let allow): headers.append((name: "Allow", value: allow))
+        case .unauthorized: headers.append((name: "WWW-Authenticate", value: "Bearer"))
+        default: break
+        }
+        let body = JSON.object([("error", .string(message))]).text + "\n"
+        return Response(status: status, body: Array(body.utf8), headers: headers)
+    }
+
+    /// A failed file operation: a full disk is the client's to know, the rest is ours.
+    static func storage(_ error: SystemError) -> UploadFailure {
+        error.isNoSpace ? .noSpace : .internalError("could not store the file (\(error.reason))")
+    }
+}
+
+extension Response {
+    static func json(_ status: Int, _ value: JSON) -> Response {
+        Response(status: status, body: Array((value.text + "\n").utf8),
+                 headers: [(name: "Content-Type", value: "application/json")])
+    }
+}

@@ -1,0 +1,26 @@
+import Glibc
+import MicroHTTPD
+import UploadService
+
+var environment: [String: String] = [:]
+for name in ["HOST", "PORT", "UPLOAD_DIR", "MAX_UPLOAD_SIZE", "ON_CONFLICT", "THREADS", "CONNECTION_LIMIT",
+             "TIMEOUT", "UPLOAD_TOKEN", "SHUTDOWN_GRACE"] {
+    environment[name] = ProcessEnvironment.environment(name)
+}
+
+do {
+    switch try CommandLineParser.parse(Array(CommandLine.arguments.dropFirst()), environment: environment,
+                                       processors: ProcessEnvironment.onlineProcessors) {
+    case .help(let text):
+        ProcessEnvironment.writeLine(text)
+    case .version:
+        ProcessEnvironment.writeLine("upload-server \(CommandLineParser.version)")
+    case .healthcheck(let url, let timeout):
+        exit(Healthcheck.run(url: url, timeoutSeconds: timeout))
+    case .serve(let config):
+        exit(Server.run(config))
+    }
+} catch {
+    ProcessEnvironment.writeLine("upload-server: \(error)", toStandardError: true)
+    exit(2)
+}
