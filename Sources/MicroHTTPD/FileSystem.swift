@@ -59,22 +59,83 @@ public final class Directory: Sendable {
     }
 
     /// Creates a new file; fails if the name exists, even as a dangling symlink.
-    public func createFile(_ name: String, mode: mode_t = 0o644) throws(SystemError) -> WritableFile {
+    public func createFile(_ name: String, mode: mode_t = 0o644) throws(SystemError) -> StagedFile {
         let fd = openat(self.fd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
         guard fd >= 0 else { throw SystemError("create \(name)") }
-        return WritableFile(fd: fd)
+        return StagedFile(fd: fd, temporaryName: name)
     }
 
-    /// A new file, locked (flock) while this process has it open, so that another
-    /// instance sharing the directory knows it is not a leftover.
-    public func createTemporaryFile(_ name: String) throws(SystemError) -> WritableFile {
-        let file = try createFile(name)
-        guard flock(file.descriptor, LOCK_EX | LOCK_NB) == 0 else {
-            let error = SystemError("lock \(name)")
-            try? remove(name)
-            throw error
+    /// Whether files can be staged without a name (O_TMPFILE) and named later
+    /// through /proc/self/fd: tried once, with `probeName`, which is removed again.
+    public func supportsAnonymousFiles(probeName: String) -> Bool {
+        guard let file = try? createStagedFile(.anonymous, temporaryName: probeName) else { return false }
+        guard (try? publish(file, as: probeName, replacing: false, temporaryName: probeName)) != nil else { return false }
+        try? remove(probeName)
+        return true
+    }
+
+    /// A file that receives an upload before it has its final name. `.anonymous`
+    /// files have no name at all (nothing to clean up after a crash); `.named` ones
+    /// are called `temporaryName` and locked (flock) while this process has them
+    /// open, so that another instance sharing the directory knows they are not
+    /// leftovers.
+    public func createStagedFile(_ staging: Staging, temporaryName: @autoclosure () -> String) throws(SystemError) -> StagedFile {
+        switch staging {
+        case .anonymous:
+            let fd = openat(self.fd, ".", temporaryFileFlag | O_WRONLY | O_CLOEXEC, 0o644)
+            guard fd >= 0 else { throw SystemError("create a file in \(path)") }
+            return StagedFile(fd: fd, temporaryName: nil)
+        case .named:
+            let name = temporaryName()
+            let file = try createFile(name)
+            guard flock(file.fd, LOCK_EX | LOCK_NB) == 0 else {
+                let error = SystemError("lock \(name)")
+                try? remove(name)
+                throw error
+            }
+            return file
         }
-        return file
+    }
+
+    /// Gives a staged file its final name. Without `replacing`, fails with EEXIST
+    /// when the name exists: link(2) never replaces, so two uploads cannot take
+    /// one name. With it, an existing file (or symlink) is replaced atomically by
+    /// rename(2), which never follows a symlink either.
+    public func publish(_ file: StagedFile, as name: String, replacing: Bool,
+                        temporaryName: @autoclosure () -> String) throws(SystemError) {
+        guard let staged = file.temporaryName else {
+            do {
+                try linkAnonymous(file, as: name)
+            } catch where replacing && error.isExisting {
+                let temporary = temporaryName()
+                try linkAnonymous(file, as: temporary)
+                guard renameat(fd, temporary, fd, name) == 0 else {
+                    let error = SystemError("rename to \(name)")
+                    try? remove(temporary)
+                    throw error
+                }
+            }
+            return
+        }
+        try file.close()  // some filesystems report write errors only here (NFS)
+        if replacing {
+            guard renameat(fd, staged, fd, name) == 0 else { throw SystemError("rename to \(name)") }
+        } else {
+            guard linkat(fd, staged, fd, name, 0) == 0 else { throw SystemError("link \(name)") }
+            try? remove(staged)
+        }
+    }
+
+    /// Removes a staged file that will not be published.
+    public func discard(_ file: StagedFile) {
+        file.abandon()
+        if let name = file.temporaryName { try? remove(name) }
+    }
+
+    private func linkAnonymous(_ file: StagedFile, as name: String) throws(SystemError) {
+        guard linkat(AT_FDCWD, "/proc/self/fd/\(file.fd)", fd, name, AT_SYMLINK_FOLLOW) == 0 else {
+            throw SystemError("link \(name)")
+        }
     }
 
     /// Removes `name` unless a live process holds its lock; true if removed.
@@ -84,16 +145,6 @@ public final class Directory: Sendable {
         defer { Glibc.close(fd) }
         guard flock(fd, LOCK_EX | LOCK_NB) == 0 else { return false }
         return unlinkat(self.fd, name, 0) == 0
-    }
-
-    /// Atomically replaces `to` (a symlink there is replaced, not followed).
-    public func rename(_ from: String, to: String) throws(SystemError) {
-        guard renameat(fd, from, fd, to) == 0 else { throw SystemError("rename \(from) to \(to)") }
-    }
-
-    /// Gives the file `from` the additional name `to`; fails with EEXIST if `to` exists.
-    public func link(_ from: String, to: String) throws(SystemError) {
-        guard linkat(fd, from, fd, to, 0) == 0 else { throw SystemError("link \(from) to \(to)") }
     }
 
     public func remove(_ name: String) throws(SystemError) {
@@ -122,12 +173,24 @@ public final class Directory: Sendable {
     }
 }
 
-/// A file open for writing; closed on `close()` or when released.
-public final class WritableFile {
-    private var fd: Int32
-    var descriptor: Int32 { fd }
+/// O_TMPFILE, a macro Swift does not import: __O_TMPFILE (the same on every
+/// Linux architecture Swift supports) with O_DIRECTORY.
+private let temporaryFileFlag: Int32 = 0o20_000_000 | O_DIRECTORY
 
-    init(fd: Int32) { self.fd = fd }
+public enum Staging: Sendable {
+    case anonymous, named
+}
+
+/// A file being written, before it has its final name; closed when released.
+public final class StagedFile {
+    fileprivate private(set) var fd: Int32
+    /// nil for an anonymous (O_TMPFILE) file.
+    public let temporaryName: String?
+
+    fileprivate init(fd: Int32, temporaryName: String?) {
+        self.fd = fd
+        self.temporaryName = temporaryName
+    }
 
     deinit { if fd >= 0 { Glibc.close(fd) } }
 
@@ -151,5 +214,10 @@ public final class WritableFile {
         let result = Glibc.close(fd)
         fd = -1
         if result != 0 { throw SystemError("close") }
+    }
+
+    fileprivate func abandon() {
+        if fd >= 0 { Glibc.close(fd) }
+        fd = -1
     }
 }

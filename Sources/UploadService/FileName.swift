@@ -1,9 +1,18 @@
+import Synchronization
+
 /// Turns a client's filename into the name a file is stored under.
 public enum FileName {
     /// Temporary files are named `.upload-<random>.part`; no stored name may begin
     /// with this prefix, so an upload can never collide with one.
     public static let reservedPrefix = ".upload-"
     public static let maximumBytes = 255
+    private static let processTag = String(UInt64.random(in: .min ... .max), radix: 16)
+    private static let counter = Atomic<UInt64>(0)
+
+    /// A temporary name unique to this process (and, by its random tag, to this start).
+    public static func temporaryName() -> String {
+        "\(reservedPrefix)\(processTag)-\(counter.add(1, ordering: .relaxed).newValue).part"
+    }
 
     /// Keeps the last path component (after `/` or `\`) and drops control
     /// characters; UTF-8 is kept as sent.

@@ -22,6 +22,9 @@ public enum Server {
             return 1
         }
         let directoryPath = Directory.resolve(config.uploadDirectory) ?? config.uploadDirectory
+        // Unnamed files until complete where the filesystem allows (O_TMPFILE):
+        // fewer directory updates, and nothing to clean up even after a crash.
+        let staging: Staging = directory.supportsAnonymousFiles(probeName: FileName.temporaryName()) ? .anonymous : .named
         let leftovers = removeLeftovers(directory)
         if leftovers > 0 { log.info("removed_leftovers", [("temporary_files", .number(Int64(leftovers)))]) }
 
@@ -33,7 +36,7 @@ public enum Server {
             ProcessEnvironment.writeLine("upload-server: invalid host \(config.host)", toStandardError: true)
             return 2
         }
-        let application = UploadApplication(config: config, directoryPath: directoryPath, log: log)
+        let application = UploadApplication(config: config, directoryPath: directoryPath, staging: staging, log: log)
         let daemon: Daemon
         do {
             daemon = try Daemon(application, options: DaemonOptions(
@@ -49,6 +52,7 @@ public enum Server {
             ("host", .string(config.host)),
             ("port", .number(Int64(daemon.port))),
             ("upload_dir", .string(directoryPath)),
+            ("staging", .string(staging == .anonymous ? "unnamed files (O_TMPFILE)" : "named temporary files")),
             ("max_upload_size", config.maxUploadSize.map { .string(ByteSize.format($0)) } ?? .string("unlimited")),
             ("on_conflict", .string(config.onConflict.rawValue)),
             ("threads", .number(Int64(config.threads))),
@@ -75,10 +79,9 @@ public enum Server {
         return 0
     }
 
-    /// Creates and removes a temporary file: proves that uploads can be stored.
+    /// Creates and removes a file: proves that uploads can be stored.
     private static func checkWritable(_ directory: Directory) throws(SystemError) {
-        let name = FileName.reservedPrefix + "check.part"
-        _ = try? directory.remove(name)
+        let name = FileName.temporaryName()
         let file = try directory.createFile(name)
         try file.close()
         try directory.remove(name)

@@ -6,12 +6,14 @@ public final class UploadApplication: HTTPApplication {
     let config: Configuration
     /// The upload directory's absolute path, resolved once at start-up.
     let directoryPath: String
+    let staging: Staging
     public let metrics = Metrics()
     let log: Log
 
-    public init(config: Configuration, directoryPath: String, log: Log) {
+    public init(config: Configuration, directoryPath: String, staging: Staging, log: Log) {
         self.config = config
         self.directoryPath = directoryPath
+        self.staging = staging
         self.log = log
     }
 
@@ -64,7 +66,7 @@ public final class UploadApplication: HTTPApplication {
             log.error("upload_dir_unavailable", [("path", .string(directoryPath)), ("error", .string(error.description))])
             return reject(.internalError("upload directory is unavailable (\(error.reason))"))
         }
-        return .receiveForm(UploadReceiver(directory: directory, policy: config.onConflict,
+        return .receiveForm(UploadReceiver(directory: directory, staging: staging, policy: config.onConflict,
                                            limit: config.maxUploadSize, peer: head.peer, metrics: metrics, log: log))
     }
 

@@ -8,14 +8,17 @@ final class UploadReceiver: FormReceiver {
     /// bytes so that the client gets the JSON error; past it, the connection is
     /// closed instead (libmicrohttpd can only answer after the whole body).
     static let discardAllowance = 64 << 20
+    /// Each file stays open until the request ends: a bound on descriptors.
+    static let maximumFiles = 100
 
-    private struct StagedFile {
-        let temporaryName: String
+    private struct Part {
+        let file: StagedFile
         var name: String
         var size: UInt64 = 0
     }
 
     private let directory: Directory
+    private let staging: Staging
     private let policy: ConflictPolicy
     private let limit: UInt64?
     private let peer: String
@@ -25,13 +28,15 @@ final class UploadReceiver: FormReceiver {
     private var received: UInt64 = 0
     private var discarded = 0
     private var failure: UploadFailure?
-    private var staged: [StagedFile] = []
-    /// The file of the part being received; nil in other parts.
-    private var open: WritableFile?
+    /// The files received so far; the last one is being written while `inFilePart`.
+    private var parts: [Part] = []
+    private var inFilePart = false
     private var ended = false
 
-    init(directory: Directory, policy: ConflictPolicy, limit: UInt64?, peer: String, metrics: Metrics, log: Log) {
+    init(directory: Directory, staging: Staging, policy: ConflictPolicy, limit: UInt64?, peer: String,
+         metrics: Metrics, log: Log) {
         self.directory = directory
+        self.staging = staging
         self.policy = policy
         self.limit = limit
         self.peer = peer
@@ -54,10 +59,14 @@ final class UploadReceiver: FormReceiver {
     }
 
     func partBegins(name: String, filename: String?) -> Bool {
-        guard closeOpenFile() else { return false }
+        inFilePart = false
         guard name == "file" else { return true }  // other fields are read and ignored
         guard let filename else {
             fail(.badRequest("the \"file\" part has no filename"))
+            return false
+        }
+        guard parts.count < Self.maximumFiles else {
+            fail(.badRequest("more than \(Self.maximumFiles) files in one request"))
             return false
         }
         switch FileName.sanitize(filename) {
@@ -66,9 +75,9 @@ final class UploadReceiver: FormReceiver {
             return false
         case .success(let name):
             do {
-                let temporaryName = FileName.reservedPrefix + Self.randomHex() + ".part"
-                open = try directory.createTemporaryFile(temporaryName)
-                staged.append(StagedFile(temporaryName: temporaryName, name: name))
+                let file = try directory.createStagedFile(staging, temporaryName: FileName.temporaryName())
+                parts.append(Part(file: file, name: name))
+                inFilePart = true
                 return true
             } catch {
                 fail(.storage(error))
@@ -79,10 +88,10 @@ final class UploadReceiver: FormReceiver {
 
     /// Where every byte of an upload is written.
     func partData(_ bytes: BorrowedBytes) -> Bool {
-        guard let open else { return true }
+        guard inFilePart else { return true }
         do {
-            try open.write(bytes)
-            staged[staged.count - 1].size += UInt64(bytes.count)
+            try parts[parts.count - 1].file.write(bytes)
+            parts[parts.count - 1].size += UInt64(bytes.count)
             return true
         } catch {
             fail(.storage(error))
@@ -97,8 +106,7 @@ final class UploadReceiver: FormReceiver {
     func finish(parsed: Bool) -> Response {
         end()
         if failure == nil && !parsed { fail(.badRequest("multipart body is truncated or malformed")) }
-        if failure == nil { _ = closeOpenFile() }
-        if failure == nil && staged.isEmpty { fail(.badRequest("no \"file\" part with a filename")) }
+        if failure == nil && parts.isEmpty { fail(.badRequest("no \"file\" part with a filename")) }
         if failure == nil {
             do {
                 let stored = try commit()
@@ -141,64 +149,50 @@ final class UploadReceiver: FormReceiver {
                                       ("peer", .string(peer)), ("temporary_files_removed", .number(Int64(removed)))])
     }
 
-    private func closeOpenFile() -> Bool {
-        guard let file = open else { return true }
-        open = nil
-        do {
-            try file.close()
-            return true
-        } catch {
-            fail(.storage(error))
-            return false
-        }
-    }
-
     @discardableResult
     private func removeTemporaryFiles() -> Int {
-        open = nil
-        var removed = 0
-        for file in staged where (try? directory.remove(file.temporaryName)) != nil {
-            removed += 1
-        }
-        staged = []
-        return removed
+        inFilePart = false
+        for part in parts { directory.discard(part.file) }
+        defer { parts = [] }
+        return parts.count
     }
 
-    /// Gives every temporary file its final name, all or nothing.
-    private func commit() throws(UploadFailure) -> [StagedFile] {
-        var committed: [StagedFile] = []
+    /// Gives every staged file its final name, all or nothing.
+    private func commit() throws(UploadFailure) -> [Part] {
+        var committed: [Part] = []
         do throws(UploadFailure) {
-            for var file in staged {
+            for var part in parts {
                 switch policy {
                 case .overwrite:
-                    // rename(2) replaces atomically: readers see the old or the new file.
-                    try storing { () throws(SystemError) in try directory.rename(file.temporaryName, to: file.name) }
+                    try storing { () throws(SystemError) in
+                        try directory.publish(part.file, as: part.name, replacing: true,
+                                              temporaryName: FileName.temporaryName())
+                    }
                 case .reject:
-                    file = try linkUnderFreeName(file, alternatives: 0)
+                    part = try publishUnderFreeName(part, alternatives: 0)
                 case .rename:
-                    file = try linkUnderFreeName(file, alternatives: 10_000)
+                    part = try publishUnderFreeName(part, alternatives: 10_000)
                 }
-                committed.append(file)
+                committed.append(part)
             }
         } catch {
             // Undo the names this request created so that nothing of it remains.
             if policy != .overwrite {
-                for file in committed { try? directory.remove(file.name) }
+                for part in committed { try? directory.remove(part.name) }
             }
             throw error
         }
-        for file in committed where policy != .overwrite { try? directory.remove(file.temporaryName) }
-        staged = []
+        parts = []
         return committed
     }
 
-    /// link(2) never replaces a name, so two uploads can never take the same one.
-    private func linkUnderFreeName(_ file: StagedFile, alternatives: Int) throws(UploadFailure) -> StagedFile {
+    private func publishUnderFreeName(_ part: Part, alternatives: Int) throws(UploadFailure) -> Part {
         for number in 0...alternatives {
-            var candidate = file
-            if number > 0 { candidate.name = FileName.alternative(file.name, number: number) }
+            var candidate = part
+            if number > 0 { candidate.name = FileName.alternative(part.name, number: number) }
             do {
-                try directory.link(file.temporaryName, to: candidate.name)
+                try directory.publish(part.file, as: candidate.name, replacing: false,
+                                      temporaryName: FileName.temporaryName())
                 return candidate
             } catch where error.isExisting {
                 continue
@@ -206,16 +200,10 @@ final class UploadReceiver: FormReceiver {
                 throw UploadFailure.storage(error)
             }
         }
-        throw UploadFailure.conflict(name: file.name)
+        throw UploadFailure.conflict(name: part.name)
     }
 
     private func storing(_ operation: () throws(SystemError) -> Void) throws(UploadFailure) {
         do { try operation() } catch { throw UploadFailure.storage(error) }
-    }
-
-    private static func randomHex() -> String {
-        let value = UInt64.random(in: .min ... .max)
-        let hex = String(value, radix: 16)
-        return String(repeating: "0", count: 16 - hex.count) + hex
     }
 }

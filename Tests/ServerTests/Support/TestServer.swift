@@ -29,6 +29,7 @@ final class TestServer: @unchecked Sendable {
         process = started.process
         output = started.output
         guard let port = TestServer.waitForPort(process: process, output: output) else {
+            if process.isRunning { process.terminate() }
             throw TestFailure("server did not start: \(started.output.text)")
         }
         self.port = port
