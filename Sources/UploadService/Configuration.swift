@@ -22,6 +22,8 @@ public struct Configuration: Sendable, Equatable {
     public var idleTimeoutSeconds = 30
     public var token: String?
     public var shutdownGraceSeconds = 5
+    /// false: always named temporary files, even where unnamed ones (O_TMPFILE) work.
+    public var unnamedStaging = true
 
     public init(processors: Int) { threads = processors }
 }
@@ -108,7 +110,16 @@ public enum CommandLineParser {
             config.shutdownGraceSeconds = seconds
             return true
         },
+        Option(flag: "--staging", environment: "STAGING", valueName: "MODE",
+               help: "files in progress: auto (unnamed where the filesystem allows, default) or named") { config, value in
+            guard value == "auto" || value == "named" else { return false }
+            config.unnamedStaging = value == "auto"
+            return true
+        },
     ]
+
+    /// The environment variables that configure the server.
+    public static var environmentNames: [String] { options.compactMap(\.environment) }
 
     public static var usage: String {
         var text = """

@@ -24,7 +24,8 @@ public enum Server {
         let directoryPath = Directory.resolve(config.uploadDirectory) ?? config.uploadDirectory
         // Unnamed files until complete where the filesystem allows (O_TMPFILE):
         // fewer directory updates, and nothing to clean up even after a crash.
-        let staging: Staging = directory.supportsAnonymousFiles(probeName: FileName.temporaryName()) ? .anonymous : .named
+        let staging: Staging = config.unnamedStaging && directory.supportsAnonymousFiles(probeName: FileName.temporaryName())
+            ? .anonymous : .named
         let leftovers = removeLeftovers(directory)
         if leftovers > 0 { log.info("removed_leftovers", [("temporary_files", .number(Int64(leftovers)))]) }
 

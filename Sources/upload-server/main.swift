@@ -3,8 +3,7 @@ import MicroHTTPD
 import UploadService
 
 var environment: [String: String] = [:]
-for name in ["HOST", "PORT", "UPLOAD_DIR", "MAX_UPLOAD_SIZE", "ON_CONFLICT", "THREADS", "CONNECTION_LIMIT",
-             "TIMEOUT", "UPLOAD_TOKEN", "SHUTDOWN_GRACE"] {
+for name in CommandLineParser.environmentNames {
     environment[name] = ProcessEnvironment.environment(name)
 }
 

@@ -166,8 +166,9 @@ struct ErrorTests {
         try expectStillServing(server)
     }
 
-    @Test func rejectPolicyAnswers409AndKeepsTheExistingFile() throws {
-        let server = try TestServer(["--on-conflict", "reject"])
+    @Test(arguments: Staging.allCases)
+    func rejectPolicyAnswers409AndKeepsTheExistingFile(staging: Staging) throws {
+        let server = try TestServer(["--on-conflict", "reject"] + staging.arguments)
         #expect(try server.client().upload(Multipart().file("doc.txt", Data("first".utf8))).status == 200)
         let second = try server.client().upload(Multipart().file("new.txt", Data("n".utf8)).file("doc.txt", Data("second".utf8)))
         #expect(second.status == 409)
@@ -222,6 +223,18 @@ struct ErrorTests {
         try expectStillServing(server)
     }
 
+    @Test func atMostAHundredFilesPerRequest() throws {
+        let server = try TestServer()
+        var form = Multipart()
+        for index in 0..<100 { form = form.file("f\(index).txt", Data("\(index)".utf8)) }
+        #expect(try server.client().upload(form).status == 200)
+        #expect(server.storedNames.count == 100)
+        let tooMany = try server.client().upload(form.file("f100.txt", Data("x".utf8)))
+        #expect(tooMany.status == 400)
+        #expect(tooMany.error == "more than 100 files in one request")
+        #expect(server.storedNames.count == 100)
+    }
+
     @Test func longestAllowedNameIsStored() throws {
         let server = try TestServer()
         let name = String(repeating: "n", count: 251) + ".txt"
@@ -243,13 +256,17 @@ struct ErrorTests {
         #expect(server.contents(of: "link.txt") == Data("uploaded".utf8))
     }
 
-    @Test func aClientThatDisconnectsLeavesNothing() throws {
-        let server = try TestServer()
+    @Test(arguments: Staging.allCases)
+    func aClientThatDisconnectsLeavesNothing(staging: Staging) throws {
+        let server = try TestServer(staging.arguments)
         let form = Multipart().file("partial.bin", randomData(2 << 20))
         let connection = try server.client()
         try connection.send("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Type: \(form.contentType)\r\nContent-Length: \(form.body.count)\r\n\r\n")
         try connection.send(form.body.prefix(1 << 20))
         usleep(200_000)
+        // Only a named temporary file is visible while the upload is in progress.
+        #expect(server.storedNames.count == (staging == .named ? 1 : 0))
+        #expect(server.storedNames.allSatisfy { $0.hasPrefix(".upload-") && $0.hasSuffix(".part") })
         connection.reset()
         #expect(server.waitForLog("upload_abandoned"))
         #expect(server.storedNames.isEmpty)
@@ -268,7 +285,8 @@ struct ErrorTests {
         #expect(server.storedNames.isEmpty)
     }
 
-    @Test func fullDiskIs507AndLeavesNoTemporaryFile() throws {
+    @Test(arguments: Staging.allCases)
+    func fullDiskIs507AndLeavesNoTemporaryFile(staging: Staging) throws {
         guard getuid() == 0 else { return }  // needs a tmpfs mount; CI runs as root
         let mountPoint = FileManager.default.temporaryDirectory.appendingPathComponent("upload-server-small-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: mountPoint, withIntermediateDirectories: true)
@@ -289,7 +307,7 @@ struct ErrorTests {
             umount.waitUntilExit()
             try? FileManager.default.removeItem(at: mountPoint)
         }
-        let server = try TestServer(uploadDirectory: mountPoint)
+        let server = try TestServer(staging.arguments, uploadDirectory: mountPoint)
         let kept = randomData(1 << 20)
         #expect(try server.client().upload(Multipart().file("kept.bin", kept)).status == 200)
         let response = try server.client().upload(Multipart().file("too-big.bin", randomData(3 << 20)))

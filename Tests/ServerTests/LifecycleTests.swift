@@ -79,6 +79,25 @@ struct LifecycleTests {
         #expect(server.logText.contains("\"event\":\"removed_leftovers\""))
     }
 
+    @Test func aSecondInstanceLeavesTheFirstOnesFilesInProgressAlone() throws {
+        let first = try TestServer(["--staging", "named"])
+        let form = Multipart().file("shared.bin", randomData(300_000))
+        let connection = try first.client()
+        try connection.send("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Type: \(form.contentType)\r\nContent-Length: \(form.body.count)\r\n\r\n")
+        try connection.send(form.body.prefix(100_000))
+        for _ in 0..<100 where first.storedNames.isEmpty { usleep(10_000) }
+        let inProgress = first.storedNames
+        #expect(inProgress.count == 1)
+        // A crash leftover is removed; the locked file of the running upload is not.
+        try Data("old".utf8).write(to: first.uploadDirectory.appendingPathComponent(".upload-dead-1.part"))
+        let second = try TestServer(["--staging", "named"], uploadDirectory: first.uploadDirectory)
+        #expect(second.logText.contains("\"temporary_files\":1"))
+        #expect(first.storedNames == inProgress)
+        try connection.send(form.body.dropFirst(100_000))
+        #expect(try connection.readResponse()?.status == 200)
+        #expect(first.storedNames == ["shared.bin"])
+    }
+
     @Test func sigtermLetsAnUploadInProgressFinish() throws {
         let server = try TestServer(["--shutdown-grace", "5"])
         let form = Multipart().file("finishing.bin", randomData(500_000))
@@ -97,8 +116,9 @@ struct LifecycleTests {
         #expect(server.storedNames == ["finishing.bin"])
     }
 
-    @Test func sigtermCutsOffAStalledUploadAfterTheGracePeriod() throws {
-        let server = try TestServer(["--shutdown-grace", "1"])
+    @Test(arguments: Staging.allCases)
+    func sigtermCutsOffAStalledUploadAfterTheGracePeriod(staging: Staging) throws {
+        let server = try TestServer(["--shutdown-grace", "1"] + staging.arguments)
         let form = Multipart().file("stalled.bin", randomData(500_000))
         let connection = try server.client()
         try connection.send("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Type: \(form.contentType)\r\nContent-Length: \(form.body.count)\r\n\r\n")

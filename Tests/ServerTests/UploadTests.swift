@@ -32,8 +32,9 @@ struct UploadTests {
         #expect(server.contents(of: "curl input.bin") == content)
     }
 
-    @Test func storesEveryFilePartAndIgnoresOtherFields() throws {
-        let server = try TestServer()
+    @Test(arguments: Staging.allCases)
+    func storesEveryFilePartAndIgnoresOtherFields(staging: Staging) throws {
+        let server = try TestServer(staging.arguments)
         let first = randomData(10_000), second = randomData(20_000)
         let form = Multipart().field("comment", "ignored").file("a.bin", first).field("other", "x")
             .file("b.bin", second).file("empty.txt", Data())
@@ -155,8 +156,9 @@ struct UploadTests {
         #expect(server.contents(of: "many-7.bin")?.count == 2_007)
     }
 
-    @Test func concurrentUploadsOfOneNameEndAsOneCompleteFile() async throws {
-        let server = try TestServer()
+    @Test(arguments: Staging.allCases)
+    func concurrentUploadsOfOneNameEndAsOneCompleteFile(staging: Staging) async throws {
+        let server = try TestServer(staging.arguments)
         let contents = (0..<12).map { _ in randomData(Int.random(in: 100_000...400_000)) }
         await withTaskGroup(of: Void.self) { group in
             for content in contents {
@@ -171,8 +173,9 @@ struct UploadTests {
         #expect(contents.contains(stored), "the stored file is a mix of uploads")
     }
 
-    @Test func concurrentUploadsOfOneNameWithRenameKeepEveryFile() async throws {
-        let server = try TestServer(["--on-conflict", "rename"])
+    @Test(arguments: Staging.allCases)
+    func concurrentUploadsOfOneNameWithRenameKeepEveryFile(staging: Staging) async throws {
+        let server = try TestServer(["--on-conflict", "rename"] + staging.arguments)
         let contents = (0..<12).map { _ in randomData(Int.random(in: 50_000...200_000)) }
         await withTaskGroup(of: Void.self) { group in
             for content in contents {
@@ -224,6 +227,14 @@ struct UploadTests {
         #expect(access[1].contains("\"status\":404"))
         #expect(access[0].contains("\"peer\":\"127.0.0.1:"))
     }
+}
+
+/// How the server keeps files in progress: `--staging auto` uses unnamed (O_TMPFILE)
+/// files on this filesystem, `--staging named` the fallback for filesystems without.
+enum Staging: String, CaseIterable, CustomTestStringConvertible {
+    case auto, named
+    var arguments: [String] { ["--staging", rawValue] }
+    var testDescription: String { rawValue }
 }
 
 extension TestServer {

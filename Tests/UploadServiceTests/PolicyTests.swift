@@ -76,12 +76,13 @@ import Testing
         #expect(config.token == nil)
         #expect(config.idleTimeoutSeconds == 30)
         #expect(config.shutdownGraceSeconds < 10)
+        #expect(config.unnamedStaging)
     }
 
     @Test func flagsAndTheirEnvironmentTwins() throws {
         let environment = ["HOST": "::1", "PORT": "8080", "UPLOAD_DIR": "/data", "MAX_UPLOAD_SIZE": "0",
                            "ON_CONFLICT": "rename", "THREADS": "8", "CONNECTION_LIMIT": "100", "TIMEOUT": "5",
-                           "UPLOAD_TOKEN": "t", "SHUTDOWN_GRACE": "2"]
+                           "UPLOAD_TOKEN": "t", "SHUTDOWN_GRACE": "2", "STAGING": "named"]
         let fromEnvironment = try serve([], environment)
         #expect(fromEnvironment.host == "::1")
         #expect(fromEnvironment.port == 8080)
@@ -93,6 +94,8 @@ import Testing
         #expect(fromEnvironment.idleTimeoutSeconds == 5)
         #expect(fromEnvironment.token == "t")
         #expect(fromEnvironment.shutdownGraceSeconds == 2)
+        #expect(fromEnvironment.unnamedStaging == false)
+        #expect(Set(CommandLineParser.environmentNames) == Set(environment.keys))
 
         let flagsWin = try serve(["--port", "1234", "--on-conflict=reject", "--max-upload-size", "2MiB"], environment)
         #expect(flagsWin.port == 1234)
@@ -102,7 +105,7 @@ import Testing
     }
 
     @Test(arguments: [["--port", "-1"], ["--host", "example.com"], ["--timeout", "0"], ["--nope"], ["--threads"],
-                      ["--connection-limit", "many"], ["--upload-dir", ""]])
+                      ["--connection-limit", "many"], ["--upload-dir", ""], ["--staging", "tmp"]])
     func badFlags(arguments: [String]) {
         #expect(throws: ConfigurationError.self) { try CommandLineParser.parse(arguments, environment: [:], processors: 1) }
     }
