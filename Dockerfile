@@ -1,0 +1,104 @@
+# upload-server: a static binary in an otherwise empty image.
+#
+#   docker build -t upload-server .                     (BuildKit or, as in
+#   DOCKER_BUILDKIT=0 docker build -t upload-server .    the scripts, the legacy builder)
+#   docker run -p 9000:9000 -v uploads:/upload --read-only --cap-drop ALL upload-server
+#
+# scripts/image builds it with the version labels; scripts/test-container tests it.
+# Kept to what both builders understand: no syntax line, no RUN --mount, no
+# heredocs, no COPY --chmod/--link.
+
+# The official Swift image (no registry here: scripts/local-swift-image builds a
+# faithful local stand-in under the same tag).
+ARG SWIFT_IMAGE=swift:6.3-bookworm
+FROM ${SWIFT_IMAGE} AS build
+
+# libmicrohttpd, linked statically and without HTTPS (no GnuTLS), built from
+# Debian bookworm's source package so that Debian's security patches come
+# along: 0.9.75-6 carries the fix for CVE-2023-27371 (the 0.9.76 fix, backported).
+# Version bump: when Debian publishes a new bookworm revision (a point release
+# or a bookworm-security upload; see `apt-cache showsrc libmicrohttpd` or
+# https://tracker.debian.org/pkg/libmicrohttpd), set LIBMICROHTTPD_VERSION to it,
+# here or with --build-arg. The pin keeps builds reproducible, and once the
+# archive drops the old revision `apt-get source` fails loudly instead of
+# silently building something else.
+ARG LIBMICROHTTPD_VERSION=0.9.75-6
+ENV LIBMICROHTTPD_PREFIX=/opt/libmicrohttpd
+RUN set -eux; \
+    export DEBIAN_FRONTEND=noninteractive; \
+    if [ -f /etc/apt/sources.list.d/debian.sources ]; then \
+        sed -e 's/^Types: deb$/Types: deb-src/' /etc/apt/sources.list.d/debian.sources \
+            > /etc/apt/sources.list.d/debian-src.sources; \
+    fi; \
+    if [ -f /etc/apt/sources.list ]; then \
+        sed -n -e 's/^deb /deb-src /p' /etc/apt/sources.list > /etc/apt/sources.list.d/debian-src.list; \
+    fi; \
+    apt-get -q update; \
+    apt-get -q install -y --no-install-recommends dpkg-dev make; \
+    mkdir -p /tmp/libmicrohttpd; \
+    cd /tmp/libmicrohttpd; \
+    apt-get -q source --only-source "libmicrohttpd=${LIBMICROHTTPD_VERSION}"; \
+    cd "libmicrohttpd-${LIBMICROHTTPD_VERSION%-*}"; \
+    ./configure --prefix="$LIBMICROHTTPD_PREFIX" \
+        --enable-static --disable-shared \
+        --disable-https --without-gnutls \
+        --disable-doc --disable-examples --disable-curl --disable-nls \
+        --disable-dependency-tracking --enable-silent-rules; \
+    make -j"$(nproc)"; \
+    make install; \
+    test -f "$LIBMICROHTTPD_PREFIX/lib/libmicrohttpd.a"; \
+    if test -e "$LIBMICROHTTPD_PREFIX/lib/libmicrohttpd.so"; then exit 1; fi; \
+    cd /; \
+    rm -rf /tmp/libmicrohttpd /var/lib/apt/lists/*
+# SwiftPM finds the library through pkg-config (Sources/CMicroHTTPD); only the
+# static archive is there, so the linker takes it.
+ENV PKG_CONFIG_PATH=/opt/libmicrohttpd/lib/pkgconfig
+
+WORKDIR /src
+# The manifest first, then the test target folders (.dockerignore keeps their
+# Swift files out: the manifest only needs the folders to exist), then the
+# sources: editing a Swift file reruns the Swift build only.
+COPY Package.swift ./
+COPY Tests ./Tests
+COPY Sources ./Sources
+# --static-swift-stdlib with -static-executable: one binary that needs no
+# shared library, not even glibc's (no NSS use: the server and its healthcheck
+# take IP literals only). `--show-bin-path` keeps this free of the target
+# triple, so the same file builds natively on arm64.
+RUN set -eux; \
+    swift build -c release --product upload-server \
+        --static-swift-stdlib -Xswiftc -static-executable; \
+    bin="$(swift build -c release --product upload-server --show-bin-path)"; \
+    mkdir -p /out/upload; \
+    cp "$bin/upload-server" /out/upload-server; \
+    strip /out/upload-server; \
+    /out/upload-server --version; \
+    if ldd /out/upload-server >/dev/null 2>&1; then echo "not a static executable" >&2; exit 1; fi
+
+FROM scratch
+COPY --from=build /out/upload-server /upload-server
+# /out/upload is empty: the copy creates /upload owned by the service's user,
+# which a named volume mounted there inherits.
+COPY --from=build --chown=10001:10001 /out/upload /upload
+USER 10001:10001
+WORKDIR /
+ENV UPLOAD_DIR=/upload
+VOLUME ["/upload"]
+EXPOSE 9000
+# Exec form: the image has no shell. The sub-command GETs
+# http://127.0.0.1:$PORT/healthz and exits 0 on 200.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=5s --retries=3 \
+    CMD ["/upload-server", "healthcheck"]
+ENTRYPOINT ["/upload-server"]
+
+# Last, so that a new version or revision changes nothing but this metadata.
+ARG VERSION=dev
+ARG REVISION=unknown
+# The repository's URL (scripts/image derives it from the git remote "origin").
+ARG SOURCE_URL=
+LABEL org.opencontainers.image.title="upload-server" \
+      org.opencontainers.image.description="File-upload HTTP service: POST /upload (multipart field file), GET /healthz; Swift on GNU libmicrohttpd, static binary on scratch" \
+      org.opencontainers.image.source="${SOURCE_URL}" \
+      org.opencontainers.image.licenses="MIT" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}"
