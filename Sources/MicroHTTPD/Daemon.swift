@@ -134,7 +134,10 @@ public final class Daemon: @unchecked Sendable {
         let context = Unmanaged.passRetained(DaemonContext(application, formBufferSize: options.formBufferSize))
         var flags = MHD_USE_INTERNAL_POLLING_THREAD.rawValue | MHD_USE_EPOLL.rawValue
             | MHD_USE_ITC.rawValue | MHD_USE_ERROR_LOG.rawValue
-        if options.address.isIPv6 { flags |= MHD_USE_IPv6.rawValue }
+        // "::" also accepts IPv4, as people expect of a wildcard address.
+        if options.address.isIPv6 {
+            flags |= options.address.isWildcard ? MHD_USE_DUAL_STACK.rawValue : MHD_USE_IPv6.rawValue
+        }
 
         let handle: OpaquePointer? = options.address.withSockaddr { address, _ in
             var items: [MHD_OptionItem] = [

@@ -48,6 +48,9 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
         return false
     }
 
+    /// 0.0.0.0 or ::
+    public var isWildcard: Bool { host == "0.0.0.0" || host == "::" }
+
     public var port: UInt16 {
         switch storage {
         case .v4(let address): UInt16(bigEndian: address.sin_port)

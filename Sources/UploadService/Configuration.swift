@@ -140,7 +140,7 @@ public enum CommandLineParser {
           -h, --help                    show this help
           --version                     show the version
 
-        healthcheck: GET URL (default http://127.0.0.1:$PORT/healthz) and exit 0 on 200, else 1.
+        healthcheck: GET URL (default http://$HOST:$PORT/healthz, loopback for a wildcard HOST) and exit 0 on 200, else 1.
         """
         return text
     }
@@ -176,7 +176,7 @@ public enum CommandLineParser {
     }
 
     private static func parseHealthcheck(_ arguments: [String], environment: [String: String]) throws(ConfigurationError) -> Command {
-        var url = "http://127.0.0.1:\(environment["PORT"].flatMap { UInt16($0) } ?? 9000)/healthz"
+        var url = "http://\(healthcheckHost(environment["HOST"])):\(environment["PORT"].flatMap { UInt16($0) } ?? 9000)/healthz"
         var timeout = 3
         var remaining = arguments[...]
         while let argument = remaining.popFirst() {
@@ -198,6 +198,17 @@ public enum CommandLineParser {
             }
         }
         return .healthcheck(url: url, timeoutSeconds: timeout)
+    }
+
+    /// Where the server listens, as seen from inside its container: loopback for a
+    /// wildcard address, else the address itself.
+    static func healthcheckHost(_ host: String?) -> String {
+        switch host {
+        case nil, "", "0.0.0.0", "localhost": "127.0.0.1"
+        case "::", "[::]": "[::1]"
+        case let address? where address.contains(":") && !address.hasPrefix("["): "[\(address)]"
+        case let address?: address
+        }
     }
 
     private static func split(_ argument: String) -> (flag: String, value: String?) {

@@ -140,6 +140,13 @@ struct LifecycleTests {
         #expect(Date().timeIntervalSince(start) < 1)
     }
 
+    @Test func theIPv6WildcardAcceptsBothFamilies() throws {
+        let server = try TestServer(["--host", "::"])
+        #expect(try server.client().get("/healthz").status == 200)  // the client connects to 127.0.0.1
+        let viaIPv6 = try TestServer.runToExit(["healthcheck"], environment: ["HOST": "::", "PORT": "\(server.port)"])
+        #expect(viaIPv6.status == 0, "\(viaIPv6.output)")
+    }
+
     @Test func healthcheckSubcommand() throws {
         let server = try TestServer()
         let healthy = try TestServer.runToExit(["healthcheck", "--url", "http://127.0.0.1:\(server.port)/healthz"])

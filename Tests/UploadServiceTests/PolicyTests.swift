@@ -129,6 +129,12 @@ import Testing
         }
         #expect(try CommandLineParser.parse(["healthcheck"], environment: ["PORT": "8081"], processors: 1)
                 == .healthcheck(url: "http://127.0.0.1:8081/healthz", timeoutSeconds: 3))
+        #expect(try CommandLineParser.parse(["healthcheck"], environment: ["HOST": "10.1.2.3"], processors: 1)
+                == .healthcheck(url: "http://10.1.2.3:9000/healthz", timeoutSeconds: 3))
+        #expect(try CommandLineParser.parse(["healthcheck"], environment: ["HOST": "::"], processors: 1)
+                == .healthcheck(url: "http://[::1]:9000/healthz", timeoutSeconds: 3))
+        #expect(try CommandLineParser.parse(["healthcheck"], environment: ["HOST": "fd00::5"], processors: 1)
+                == .healthcheck(url: "http://[fd00::5]:9000/healthz", timeoutSeconds: 3))
         #expect(try CommandLineParser.parse(["healthcheck", "--url", "http://[::1]:9/h"], environment: [:], processors: 1)
                 == .healthcheck(url: "http://[::1]:9/h", timeoutSeconds: 3))
         #expect(throws: ConfigurationError.self) {
