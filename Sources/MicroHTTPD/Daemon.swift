@@ -4,23 +4,25 @@ import Glibc
 // The libmicrohttpd boundary: the daemon, its C callbacks, the multipart
 // post-processor and responses. Everything above it is plain Swift.
 
-/// What the application sees of a request when its headers have arrived.
-public struct RequestHead: Sendable {
+/// What the application sees of a request when its headers have arrived. Valid
+/// only during `HTTPApplication.begin`: headers are read from libmicrohttpd's
+/// connection on demand.
+public struct RequestHead {
     public let method: String
     public let path: String
     public let peer: String
-    private let values: [(name: String, value: String)]
+    private let connection: OpaquePointer
 
-    public init(method: String, path: String, peer: String, headers: [(name: String, value: String)]) {
+    init(method: String, path: String, peer: String, connection: OpaquePointer) {
         self.method = method
         self.path = path
         self.peer = peer
-        self.values = headers
+        self.connection = connection
     }
 
-    /// The first header of that name (case-insensitive).
+    /// The header of that name (case-insensitive).
     public func header(_ name: String) -> String? {
-        values.first { $0.name.lowercased() == name.lowercased() }?.value
+        string(MHD_lookup_connection_value(connection, .HEADER_KIND, name))
     }
 }
 
@@ -194,7 +196,9 @@ private final class DaemonContext: Sendable {
 /// The state of one request, owned by libmicrohttpd's `con_cls` from the first
 /// call of the access handler until the completion callback.
 private final class Exchange {
-    let head: RequestHead
+    let method: String
+    let path: String
+    let peer: String
     let started = ProcessEnvironment.monotonicNanoseconds()
     var status: Int?
     var bodyBytes: UInt64 = 0
@@ -206,7 +210,11 @@ private final class Exchange {
     var partFilename: String?
     var partBytes: UInt64 = 0
 
-    init(head: RequestHead) { self.head = head }
+    init(_ head: RequestHead) {
+        method = head.method
+        path = head.path
+        peer = head.peer
+    }
 
     func queue(_ response: Response, on connection: OpaquePointer) -> MHD_Result {
         status = response.status
@@ -244,30 +252,15 @@ private func string(_ pointer: UnsafePointer<CChar>?) -> String? {
     pointer.map { String(cString: $0) }
 }
 
-private final class HeaderList {
-    var headers: [(name: String, value: String)] = []
-}
-
-private let collectHeader: MHD_KeyValueIterator = { cls, _, key, value in
-    guard let cls, let key else { return .YES }
-    let list = Unmanaged<HeaderList>.fromOpaque(cls).takeUnretainedValue()
-    list.headers.append((String(cString: key), string(value) ?? ""))
-    return .YES
-}
-
 private let accessHandler: MHD_AccessHandlerCallback = { cls, connection, url, method, _, uploadData, uploadDataSize, conCls in
     guard let cls, let connection, let conCls, let uploadDataSize else { return .NO }
     let context = Unmanaged<DaemonContext>.fromOpaque(cls).takeUnretainedValue()
 
     guard let existing = conCls.pointee else {
         // First call: the headers have arrived, the body (if any) has not.
-        let list = HeaderList()
-        withExtendedLifetime(list) {
-            _ = MHD_get_connection_values(connection, .HEADER_KIND, collectHeader, Unmanaged.passUnretained(list).toOpaque())
-        }
         let peer = shim_client_address(connection).flatMap { SocketAddress($0)?.description } ?? "-"
-        let head = RequestHead(method: string(method) ?? "", path: string(url) ?? "", peer: peer, headers: list.headers)
-        let exchange = Exchange(head: head)
+        let head = RequestHead(method: string(method) ?? "", path: string(url) ?? "", peer: peer, connection: connection)
+        let exchange = Exchange(head)
         conCls.pointee = Unmanaged.passRetained(exchange).toOpaque()
 
         switch context.application.begin(head) {
@@ -275,8 +268,12 @@ private let accessHandler: MHD_AccessHandlerCallback = { cls, connection, url, m
             return exchange.queue(response, on: connection)
         case .receiveForm(let receiver):
             exchange.receiver = receiver
+            // The buffer never needs to be larger than the body: a small upload
+            // then allocates (and zeroes) a small one.
+            let length = min(head.header("Content-Length").flatMap { Int($0) } ?? .max, context.formBufferSize)
+            let bufferSize = min(context.formBufferSize, max(length, 1024) + 256)
             exchange.postProcessor = MHD_create_post_processor(
-                connection, context.formBufferSize, formIterator, Unmanaged.passUnretained(exchange).toOpaque())
+                connection, bufferSize, formIterator, Unmanaged.passUnretained(exchange).toOpaque())
             if exchange.postProcessor == nil { receiver.malformed() }
             // Returning without a response makes libmicrohttpd send
             // "100 Continue" when asked and read the body.
@@ -344,7 +341,7 @@ private let requestCompleted: MHD_RequestCompletedCallback = { cls, _, conCls, c
     }
     exchange.receiver = nil
     context.application.completed(RequestRecord(
-        method: exchange.head.method, path: exchange.head.path, peer: exchange.head.peer,
+        method: exchange.method, path: exchange.path, peer: exchange.peer,
         status: exchange.status, bodyBytes: exchange.bodyBytes,
         durationNanoseconds: ProcessEnvironment.monotonicNanoseconds() - exchange.started,
         termination: exchange.status == nil && termination == .completed ? .failed : termination))

@@ -14,6 +14,7 @@ public struct SystemError: Error, Sendable, CustomStringConvertible {
     public var description: String { "\(operation): \(reason)" }
     public var isNoSpace: Bool { code == ENOSPC || code == EDQUOT }
     public var isExisting: Bool { code == EEXIST }
+    public var isMissing: Bool { code == ENOENT }
 }
 
 /// Bytes lent by libmicrohttpd for the duration of one callback. They cannot be
@@ -62,16 +63,22 @@ public final class Directory: Sendable {
     public func createFile(_ name: String, mode: mode_t = 0o644) throws(SystemError) -> StagedFile {
         let fd = openat(self.fd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
         guard fd >= 0 else { throw SystemError("create \(name)") }
-        return StagedFile(fd: fd, temporaryName: name)
+        return StagedFile(fd: fd, temporaryName: name, linkByDescriptor: false)
     }
 
-    /// Whether files can be staged without a name (O_TMPFILE) and named later
-    /// through /proc/self/fd: tried once, with `probeName`, which is removed again.
-    public func supportsAnonymousFiles(probeName: String) -> Bool {
-        guard let file = try? createStagedFile(.anonymous, temporaryName: probeName) else { return false }
-        guard (try? publish(file, as: probeName, replacing: false, temporaryName: probeName)) != nil else { return false }
-        try? remove(probeName)
-        return true
+    /// How files can be staged here, tried once with `probeName` (removed again):
+    /// unnamed (O_TMPFILE) if the filesystem has it, named later by descriptor
+    /// (linkat AT_EMPTY_PATH, Linux 6.10 and later without privileges) or through
+    /// /proc/self/fd; else named temporary files.
+    public func bestStaging(probeName: String) -> Staging {
+        for staging in [Staging.anonymous(byDescriptor: true), .anonymous(byDescriptor: false)] {
+            guard let file = try? createStagedFile(staging, temporaryName: probeName) else { return .named }
+            if (try? publish(file, as: probeName, replacing: false, temporaryName: probeName)) != nil {
+                try? remove(probeName)
+                return staging
+            }
+        }
+        return .named
     }
 
     /// A file that receives an upload before it has its final name. `.anonymous`
@@ -81,10 +88,10 @@ public final class Directory: Sendable {
     /// leftovers.
     public func createStagedFile(_ staging: Staging, temporaryName: @autoclosure () -> String) throws(SystemError) -> StagedFile {
         switch staging {
-        case .anonymous:
+        case .anonymous(let byDescriptor):
             let fd = openat(self.fd, ".", temporaryFileFlag | O_WRONLY | O_CLOEXEC, 0o644)
             guard fd >= 0 else { throw SystemError("create a file in \(path)") }
-            return StagedFile(fd: fd, temporaryName: nil)
+            return StagedFile(fd: fd, temporaryName: nil, linkByDescriptor: byDescriptor)
         case .named:
             let name = temporaryName()
             let file = try createFile(name)
@@ -133,9 +140,10 @@ public final class Directory: Sendable {
     }
 
     private func linkAnonymous(_ file: StagedFile, as name: String) throws(SystemError) {
-        guard linkat(AT_FDCWD, "/proc/self/fd/\(file.fd)", fd, name, AT_SYMLINK_FOLLOW) == 0 else {
-            throw SystemError("link \(name)")
-        }
+        let result = file.linkByDescriptor
+            ? linkat(file.fd, "", fd, name, emptyPathFlag)
+            : linkat(AT_FDCWD, "/proc/self/fd/\(file.fd)", fd, name, AT_SYMLINK_FOLLOW)
+        guard result == 0 else { throw SystemError("link \(name)") }
     }
 
     /// Removes `name` unless a live process holds its lock; true if removed.
@@ -177,8 +185,22 @@ public final class Directory: Sendable {
 /// Linux architecture Swift supports) with O_DIRECTORY.
 private let temporaryFileFlag: Int32 = 0o20_000_000 | O_DIRECTORY
 
-public enum Staging: Sendable {
-    case anonymous, named
+/// AT_EMPTY_PATH, which Swift does not import; the same on every Linux architecture.
+private let emptyPathFlag: Int32 = 0x1000
+
+public enum Staging: Sendable, Equatable, CustomStringConvertible {
+    /// O_TMPFILE, linked by its descriptor (AT_EMPTY_PATH) or through /proc/self/fd.
+    case anonymous(byDescriptor: Bool)
+    /// `.upload-*.part` files, locked while in use.
+    case named
+
+    public var description: String {
+        switch self {
+        case .anonymous(true): "unnamed files (O_TMPFILE, linkat AT_EMPTY_PATH)"
+        case .anonymous(false): "unnamed files (O_TMPFILE, linkat /proc/self/fd)"
+        case .named: "named temporary files"
+        }
+    }
 }
 
 /// A file being written, before it has its final name; closed when released.
@@ -186,10 +208,12 @@ public final class StagedFile {
     fileprivate private(set) var fd: Int32
     /// nil for an anonymous (O_TMPFILE) file.
     public let temporaryName: String?
+    fileprivate let linkByDescriptor: Bool
 
-    fileprivate init(fd: Int32, temporaryName: String?) {
+    fileprivate init(fd: Int32, temporaryName: String?, linkByDescriptor: Bool) {
         self.fd = fd
         self.temporaryName = temporaryName
+        self.linkByDescriptor = linkByDescriptor
     }
 
     deinit { if fd >= 0 { Glibc.close(fd) } }

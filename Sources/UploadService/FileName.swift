@@ -17,11 +17,14 @@ public enum FileName {
     /// Keeps the last path component (after `/` or `\`) and drops control
     /// characters; UTF-8 is kept as sent.
     public static func sanitize(_ raw: String) -> Result<String, UploadFailure> {
-        let lastComponent = raw.split(separator: "/", omittingEmptySubsequences: false).last
-            .flatMap { $0.split(separator: "\\", omittingEmptySubsequences: false).last } ?? ""
-        var scalars = String.UnicodeScalarView()
-        scalars.append(contentsOf: lastComponent.unicodeScalars.filter { !isControl($0) })
-        let name = String(scalars)
+        let separator = raw.utf8.lastIndex { $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: "\\") }
+        let lastComponent = separator.map { raw[raw.utf8.index(after: $0)...] } ?? raw[...]
+        var name = String(lastComponent)
+        if lastComponent.unicodeScalars.contains(where: isControl) {
+            var scalars = String.UnicodeScalarView()
+            scalars.append(contentsOf: lastComponent.unicodeScalars.filter { !isControl($0) })
+            name = String(scalars)
+        }
 
         if name.isEmpty || name == "." || name == ".." {
             return .failure(.badRequest("unusable filename \(quoted(raw)): no name left after removing directories"))

@@ -24,8 +24,7 @@ public enum Server {
         let directoryPath = Directory.resolve(config.uploadDirectory) ?? config.uploadDirectory
         // Unnamed files until complete where the filesystem allows (O_TMPFILE):
         // fewer directory updates, and nothing to clean up even after a crash.
-        let staging: Staging = config.unnamedStaging && directory.supportsAnonymousFiles(probeName: FileName.temporaryName())
-            ? .anonymous : .named
+        let staging = config.unnamedStaging ? directory.bestStaging(probeName: FileName.temporaryName()) : .named
         let leftovers = removeLeftovers(directory)
         if leftovers > 0 { log.info("removed_leftovers", [("temporary_files", .number(Int64(leftovers)))]) }
 
@@ -37,12 +36,15 @@ public enum Server {
             ProcessEnvironment.writeLine("upload-server: invalid host \(config.host)", toStandardError: true)
             return 2
         }
-        let application = UploadApplication(config: config, directoryPath: directoryPath, staging: staging, log: log)
+        let application = UploadApplication(
+            config: config, directory: UploadDirectory(path: directoryPath, opened: directory), staging: staging, log: log)
         let daemon: Daemon
         do {
             daemon = try Daemon(application, options: DaemonOptions(
                 address: address, threads: config.threads, connectionLimit: config.connectionLimit,
-                idleTimeoutSeconds: config.idleTimeoutSeconds))
+                idleTimeoutSeconds: config.idleTimeoutSeconds,
+                connectionMemory: Int(ProcessEnvironment.environment("EXP_CONN_MEM") ?? "") ?? 64 * 1024,
+                formBufferSize: Int(ProcessEnvironment.environment("EXP_PP_BUF") ?? "") ?? 64 * 1024))
         } catch {
             ProcessEnvironment.writeLine("upload-server: cannot \(error)", toStandardError: true)
             return 1
@@ -53,7 +55,7 @@ public enum Server {
             ("host", .string(config.host)),
             ("port", .number(Int64(daemon.port))),
             ("upload_dir", .string(directoryPath)),
-            ("staging", .string(staging == .anonymous ? "unnamed files (O_TMPFILE)" : "named temporary files")),
+            ("staging", .string(staging.description)),
             ("max_upload_size", config.maxUploadSize.map { .string(ByteSize.format($0)) } ?? .string("unlimited")),
             ("on_conflict", .string(config.onConflict.rawValue)),
             ("threads", .number(Int64(config.threads))),

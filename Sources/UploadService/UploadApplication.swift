@@ -4,15 +4,14 @@ import MicroHTTPD
 /// is read.
 public final class UploadApplication: HTTPApplication {
     let config: Configuration
-    /// The upload directory's absolute path, resolved once at start-up.
-    let directoryPath: String
+    let directory: UploadDirectory
     let staging: Staging
     public let metrics = Metrics()
     let log: Log
 
-    public init(config: Configuration, directoryPath: String, staging: Staging, log: Log) {
+    public init(config: Configuration, directory: UploadDirectory, staging: Staging, log: Log) {
         self.config = config
-        self.directoryPath = directoryPath
+        self.directory = directory
         self.staging = staging
         self.log = log
     }
@@ -59,12 +58,11 @@ public final class UploadApplication: HTTPApplication {
            length > limit {
             return reject(.tooLarge(limit: limit))
         }
-        let directory: Directory
         do {
-            directory = try Directory(path: directoryPath)
+            _ = try directory.open()
         } catch {
-            log.error("upload_dir_unavailable", [("path", .string(directoryPath)), ("error", .string(error.description))])
-            return reject(.internalError("upload directory is unavailable (\(error.reason))"))
+            log.error("upload_dir_unavailable", [("path", .string(directory.path)), ("error", .string(error.description))])
+            return reject(.internalError("the upload directory is unavailable (\(error.reason))"))
         }
         return .receiveForm(UploadReceiver(directory: directory, staging: staging, policy: config.onConflict,
                                            limit: config.maxUploadSize, peer: head.peer, metrics: metrics, log: log))
@@ -77,15 +75,15 @@ public final class UploadApplication: HTTPApplication {
 
     /// `multipart/form-data` from `multipart/form-data; boundary=x`, lower-cased.
     static func mediaType(of contentType: String) -> String {
-        String(contentType.prefix { $0 != ";" }).trimmingSpaces().lowercased()
+        contentType.prefix { $0 != ";" }.trimmingSpaces().lowercased()
     }
 
     /// A parameter of a header value, unquoted: `boundary` of `multipart/form-data; boundary="a b"`.
     static func parameter(_ name: String, of value: String) -> String? {
         for piece in value.split(separator: ";").dropFirst() {
             let pair = piece.split(separator: "=", maxSplits: 1)
-            guard pair.count == 2, String(pair[0]).trimmingSpaces().lowercased() == name else { continue }
-            var parameter = String(pair[1]).trimmingSpaces()
+            guard pair.count == 2, pair[0].trimmingSpaces().lowercased() == name else { continue }
+            var parameter = pair[1].trimmingSpaces()
             if parameter.count >= 2 && parameter.hasPrefix("\"") && parameter.hasSuffix("\"") {
                 parameter = String(parameter.dropFirst().dropLast())
             }
@@ -109,8 +107,15 @@ public final class UploadApplication: HTTPApplication {
 }
 
 extension String {
+    func trimmingSpaces() -> String { self[...].trimmingSpaces() }
+}
+
+extension Substring {
+    /// Without leading and trailing spaces and tabs (on the UTF-8 view: this runs
+    /// for every request).
     func trimmingSpaces() -> String {
-        let isSpace: (Character) -> Bool = { $0 == " " || $0 == "\t" }
-        return String(drop(while: isSpace).reversed().drop(while: isSpace).reversed())
+        let isText: (UInt8) -> Bool = { $0 != UInt8(ascii: " ") && $0 != UInt8(ascii: "\t") }
+        guard let first = utf8.firstIndex(where: isText), let last = utf8.lastIndex(where: isText) else { return "" }
+        return String(self[first..<utf8.index(after: last)])
     }
 }

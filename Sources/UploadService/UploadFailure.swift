@@ -69,7 +69,9 @@ public enum UploadFailure: Error, Equatable, Sendable {
 
     /// A failed file operation: a full disk is the client's to know, the rest is ours.
     static func storage(_ error: SystemError) -> UploadFailure {
-        error.isNoSpace ? .noSpace : .internalError("could not store the file (\(error.reason))")
+        if error.isNoSpace { return .noSpace }
+        if error.isMissing { return .internalError("the upload directory is missing") }
+        return .internalError("could not store the file (\(error.reason))")
     }
 }
 

@@ -17,7 +17,9 @@ final class UploadReceiver: FormReceiver {
         var size: UInt64 = 0
     }
 
-    private let directory: Directory
+    private let uploadDirectory: UploadDirectory
+    /// Where this request's files are, from its first file on.
+    private var directory: Directory?
     private let staging: Staging
     private let policy: ConflictPolicy
     private let limit: UInt64?
@@ -33,9 +35,9 @@ final class UploadReceiver: FormReceiver {
     private var inFilePart = false
     private var ended = false
 
-    init(directory: Directory, staging: Staging, policy: ConflictPolicy, limit: UInt64?, peer: String,
+    init(directory: UploadDirectory, staging: Staging, policy: ConflictPolicy, limit: UInt64?, peer: String,
          metrics: Metrics, log: Log) {
-        self.directory = directory
+        self.uploadDirectory = directory
         self.staging = staging
         self.policy = policy
         self.limit = limit
@@ -75,7 +77,7 @@ final class UploadReceiver: FormReceiver {
             return false
         case .success(let name):
             do {
-                let file = try directory.createStagedFile(staging, temporaryName: FileName.temporaryName())
+                let file = try createStagedFile()
                 parts.append(Part(file: file, name: name))
                 inFilePart = true
                 return true
@@ -96,6 +98,22 @@ final class UploadReceiver: FormReceiver {
         } catch {
             fail(.storage(error))
             return false
+        }
+    }
+
+    private func createStagedFile() throws(SystemError) -> StagedFile {
+        let directory: Directory
+        if let opened = self.directory { directory = opened } else { directory = try uploadDirectory.open() }
+        do {
+            let file = try directory.createStagedFile(staging, temporaryName: FileName.temporaryName())
+            self.directory = directory
+            return file
+        } catch where error.isMissing && parts.isEmpty {
+            // The directory was removed since it was opened; follow its path again.
+            let current = try uploadDirectory.reopen(replacing: directory)
+            let file = try current.createStagedFile(staging, temporaryName: FileName.temporaryName())
+            self.directory = current
+            return file
         }
     }
 
@@ -152,13 +170,14 @@ final class UploadReceiver: FormReceiver {
     @discardableResult
     private func removeTemporaryFiles() -> Int {
         inFilePart = false
-        for part in parts { directory.discard(part.file) }
+        for part in parts { directory?.discard(part.file) }
         defer { parts = [] }
         return parts.count
     }
 
     /// Gives every staged file its final name, all or nothing.
     private func commit() throws(UploadFailure) -> [Part] {
+        guard let directory else { return [] }
         var committed: [Part] = []
         do throws(UploadFailure) {
             for var part in parts {
@@ -169,9 +188,9 @@ final class UploadReceiver: FormReceiver {
                                               temporaryName: FileName.temporaryName())
                     }
                 case .reject:
-                    part = try publishUnderFreeName(part, alternatives: 0)
+                    part = try publishUnderFreeName(part, alternatives: 0, in: directory)
                 case .rename:
-                    part = try publishUnderFreeName(part, alternatives: 10_000)
+                    part = try publishUnderFreeName(part, alternatives: 10_000, in: directory)
                 }
                 committed.append(part)
             }
@@ -186,7 +205,7 @@ final class UploadReceiver: FormReceiver {
         return committed
     }
 
-    private func publishUnderFreeName(_ part: Part, alternatives: Int) throws(UploadFailure) -> Part {
+    private func publishUnderFreeName(_ part: Part, alternatives: Int, in directory: Directory) throws(UploadFailure) -> Part {
         for number in 0...alternatives {
             var candidate = part
             if number > 0 { candidate.name = FileName.alternative(part.name, number: number) }
