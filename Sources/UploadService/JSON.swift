@@ -18,7 +18,7 @@ public enum JSON: Sendable {
 
     private func write(to output: inout String) {
         switch self {
-        case .string(let value): JSON.writeString(value, to: &output)
+        case .string(let value): JSON.appendString(value, to: &output)
         case .number(let value): output += String(value)
         case .unsigned(let value): output += String(value)
         case .decimal(let value): output += value.isFinite ? String(value) : "null"
@@ -35,7 +35,7 @@ public enum JSON: Sendable {
             output += "{"
             for (index, (key, value)) in members.enumerated() {
                 if index > 0 { output += "," }
-                JSON.writeString(key, to: &output)
+                JSON.appendString(key, to: &output)
                 output += ":"
                 value.write(to: &output)
             }
@@ -43,7 +43,8 @@ public enum JSON: Sendable {
         }
     }
 
-    private static func writeString(_ value: String, to output: inout String) {
+    /// Appends `value` as a JSON string literal.
+    static func appendString(_ value: String, to output: inout String) {
         output += "\""
         // Most strings need no escaping: append them whole.
         if !value.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") || $0 == 0x7F }) {

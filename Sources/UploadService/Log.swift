@@ -8,18 +8,30 @@ public struct Log: Sendable {
     public func warning(_ event: String, _ fields: [(String, JSON)] = []) { write("warning", event, fields) }
     public func error(_ event: String, _ fields: [(String, JSON)] = []) { write("error", event, fields) }
 
+    /// Built by hand: it runs for every request.
     func access(_ record: RequestRecord) {
-        var fields: [(String, JSON)] = [
-            ("time", .string(ProcessEnvironment.timestamp())),
-            ("method", .string(record.method)),
-            ("path", .string(record.path)),
-            ("status", record.status.map { .number(Int64($0)) } ?? .null),
-            ("bytes", .unsigned(record.bodyBytes)),
-            ("duration_ms", .decimal(Double(record.durationNanoseconds / 1_000) / 1_000)),
-            ("peer", .string(record.peer)),
-        ]
-        if record.termination != .completed { fields.append(("ended", .string(record.termination.label))) }
-        ProcessEnvironment.writeLine(JSON.object(fields).text)
+        var line = "{\"time\":\""
+        line.reserveCapacity(200 + record.path.utf8.count)
+        line += ProcessEnvironment.timestamp()
+        line += "\",\"method\":"
+        JSON.appendString(record.method, to: &line)
+        line += ",\"path\":"
+        JSON.appendString(record.path, to: &line)
+        line += ",\"status\":"
+        line += record.status.map { String($0) } ?? "null"
+        line += ",\"bytes\":"
+        line += String(record.bodyBytes)
+        line += ",\"duration_ms\":"
+        line += String(Double(record.durationNanoseconds / 1_000) / 1_000)
+        line += ",\"peer\":"
+        JSON.appendString(record.peer, to: &line)
+        if record.termination != .completed {
+            line += ",\"ended\":\""
+            line += record.termination.label
+            line += "\""
+        }
+        line += "}"
+        ProcessEnvironment.writeLine(line)
     }
 
     private func write(_ level: String, _ event: String, _ fields: [(String, JSON)]) {

@@ -42,9 +42,7 @@ public enum Server {
         do {
             daemon = try Daemon(application, options: DaemonOptions(
                 address: address, threads: config.threads, connectionLimit: config.connectionLimit,
-                idleTimeoutSeconds: config.idleTimeoutSeconds,
-                connectionMemory: Int(ProcessEnvironment.environment("EXP_CONN_MEM") ?? "") ?? 64 * 1024,
-                formBufferSize: Int(ProcessEnvironment.environment("EXP_PP_BUF") ?? "") ?? 64 * 1024))
+                idleTimeoutSeconds: config.idleTimeoutSeconds))
         } catch {
             ProcessEnvironment.writeLine("upload-server: cannot \(error)", toStandardError: true)
             return 1

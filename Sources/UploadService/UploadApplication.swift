@@ -73,18 +73,28 @@ public final class UploadApplication: HTTPApplication {
         return .respond(failure.response)
     }
 
+    // Header values are parsed on their UTF-8 bytes: Character-based splitting
+    // costs more than the rest of a small upload.
+
     /// `multipart/form-data` from `multipart/form-data; boundary=x`, lower-cased.
     static func mediaType(of contentType: String) -> String {
-        contentType.prefix { $0 != ";" }.trimmingSpaces().lowercased()
+        let utf8 = contentType.utf8
+        let end = utf8.firstIndex(of: UInt8(ascii: ";")) ?? utf8.endIndex
+        return contentType[..<end].trimmingSpaces().lowercased()
     }
 
     /// A parameter of a header value, unquoted: `boundary` of `multipart/form-data; boundary="a b"`.
     static func parameter(_ name: String, of value: String) -> String? {
-        for piece in value.split(separator: ";").dropFirst() {
-            let pair = piece.split(separator: "=", maxSplits: 1)
-            guard pair.count == 2, pair[0].trimmingSpaces().lowercased() == name else { continue }
-            var parameter = pair[1].trimmingSpaces()
-            if parameter.count >= 2 && parameter.hasPrefix("\"") && parameter.hasSuffix("\"") {
+        let utf8 = value.utf8
+        var start = utf8.firstIndex(of: UInt8(ascii: ";"))
+        while let semicolon = start {
+            let from = utf8.index(after: semicolon)
+            let end = utf8[from...].firstIndex(of: UInt8(ascii: ";")) ?? utf8.endIndex
+            start = end == utf8.endIndex ? nil : end
+            guard let equals = utf8[from..<end].firstIndex(of: UInt8(ascii: "=")),
+                  value[from..<equals].trimmingSpaces().lowercased() == name else { continue }
+            var parameter = value[utf8.index(after: equals)..<end].trimmingSpaces()
+            if parameter.utf8.count >= 2 && parameter.hasPrefix("\"") && parameter.hasSuffix("\"") {
                 parameter = String(parameter.dropFirst().dropLast())
             }
             return parameter
