@@ -1,12 +1,15 @@
 -- wrk script: POST /upload, one multipart/form-data file per request, each under a
--- name of its own. BENCH_FILE is the content, BENCH_REQUESTS the number of requests.
+-- name of its own (BENCH_PREFIX and a counter: no upload replaces another, which
+-- would free inodes mid-run). BENCH_FILE is the content, BENCH_REQUESTS the number
+-- of requests.
 -- Run with one wrk thread (-t1): once all answers are in, it interrupts wrk, whose
 -- main thread would otherwise sleep for the whole -d duration.
 local boundary = "----upload-server-bench-boundary"
 local handle = assert(io.open(os.getenv("BENCH_FILE"), "rb"))
 local content = handle:read("*a")
 handle:close()
-local head = "--" .. boundary .. "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"bench-"
+local head = "--" .. boundary .. "\r\nContent-Disposition: form-data; name=\"file\"; filename=\""
+  .. (os.getenv("BENCH_PREFIX") or "bench-")
 local tail = ".bin\"\r\nContent-Type: application/octet-stream\r\n\r\n" .. content .. "\r\n--" .. boundary .. "--\r\n"
 local headers = { ["Content-Type"] = "multipart/form-data; boundary=" .. boundary }
 
