@@ -54,6 +54,10 @@ public final class UploadApplication: HTTPApplication {
         guard let boundary = Self.parameter("boundary", of: contentType), !boundary.isEmpty else {
             return reject(.badRequest("multipart/form-data without a boundary parameter"))
         }
+        guard boundary.utf8.count >= 2 else {
+            // RFC 2046 allows one character; libmicrohttpd's post-processor does not.
+            return reject(.badRequest("multipart boundary must be at least 2 characters long"))
+        }
         if let limit = config.maxUploadSize, let length = head.header("Content-Length").flatMap({ UInt64($0) }),
            length > limit {
             return reject(.tooLarge(limit: limit))

@@ -63,6 +63,15 @@ struct ErrorTests {
         try expectStillServing(server)
     }
 
+    @Test func aOneCharacterBoundaryIsRefusedClearly() throws {
+        let server = try TestServer()
+        let body = Multipart(boundary: "x").file("one.txt", Data("1".utf8)).body
+        let response = try post(server, contentType: "multipart/form-data; boundary=x", body: body)
+        #expect(response.status == 400)
+        #expect(response.error == "multipart boundary must be at least 2 characters long")
+        try expectStillServing(server)
+    }
+
     @Test func otherContentTypesAre415() throws {
         let server = try TestServer()
         for contentType in ["application/json", "text/plain", nil] {
