@@ -1,0 +1,623 @@
+"""Shared pieces of the hardening suites: the report, the server under test,
+a small HTTP/1.1 client over raw sockets, multipart bodies and /proc readings.
+
+Python 3.11 standard library only. Every wait has a deadline; every server is
+started on 127.0.0.1 with --port 0 and killed (by its own pid) on the way out.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import random
+import resource
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+from typing import Iterable, Sequence
+
+HOST = "127.0.0.1"
+TEMP_PREFIX = ".upload-"
+MiB = 1 << 20
+KiB = 1 << 10
+
+
+# --------------------------------------------------------------------------- report
+
+class Report:
+    """PASS/FAIL lines, figures and the final summary."""
+
+    def __init__(self) -> None:
+        self.passed = 0
+        self.failed = 0
+        self.skipped = 0
+        self.failures: list[str] = []
+        self.warnings: list[str] = []
+        self.figures: dict[str, str] = {}
+        self.timings: list[tuple[str, float, str]] = []
+        self.suite = "-"
+        self._lock = threading.Lock()
+
+    def _print(self, text: str) -> None:
+        with self._lock:
+            print(text, flush=True)
+
+    def check(self, name: str, ok: bool, detail: str = "") -> bool:
+        label = f"{self.suite}: {name}"
+        with self._lock:
+            if ok:
+                self.passed += 1
+            else:
+                self.failed += 1
+                self.failures.append(label + (f" ({detail})" if detail else ""))
+        self._print(f"{'PASS' if ok else 'FAIL'}  {label}" + (f" -- {detail}" if detail else ""))
+        return ok
+
+    def skip(self, name: str, reason: str) -> None:
+        with self._lock:
+            self.skipped += 1
+        self._print(f"SKIP  {self.suite}: {name} -- {reason}")
+
+    def warn(self, name: str, detail: str) -> None:
+        """A known limitation: shown, counted apart, does not fail the run."""
+        with self._lock:
+            self.warnings.append(f"{self.suite}: {name} ({detail})")
+        self._print(f"WARN  {self.suite}: {name} -- {detail}")
+
+    def info(self, text: str) -> None:
+        self._print(f"      {text}")
+
+    def figure(self, key: str, value: str) -> None:
+        with self._lock:
+            self.figures[key] = value
+        self._print(f"      figure {key}: {value}")
+
+
+REPORT = Report()
+
+
+def log(text: str) -> None:
+    REPORT.info(text)
+
+
+# --------------------------------------------------------------------------- processes
+
+_LIVE: dict[int, subprocess.Popen] = {}
+
+
+def _kill_live() -> None:
+    for pid, process in list(_LIVE.items()):
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(Exception):
+                process.wait(timeout=5)
+
+
+atexit.register(_kill_live)
+
+
+def raise_nofile(wanted: int | None = None) -> int:
+    """Raises this process' soft RLIMIT_NOFILE (to the hard limit, or `wanted`)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if wanted is None else min(hard, max(soft, wanted))
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+class Server:
+    """One upload-server process with its own log files, on a free loopback port."""
+
+    def __init__(self, binary: str, upload_dir: str, args: Sequence[str] = (),
+                 env: dict[str, str] | None = None, workdir: str | None = None,
+                 name: str = "server") -> None:
+        self.binary = binary
+        self.upload_dir = upload_dir
+        self.args = list(args)
+        self.workdir = workdir or os.path.dirname(os.path.abspath(upload_dir))
+        self.log_path = os.path.join(self.workdir, f"{name}.stdout.log")
+        self.err_path = os.path.join(self.workdir, f"{name}.stderr.log")
+        self.env = dict(env or {})
+        self.process: subprocess.Popen | None = None
+        self.port = 0
+        self.exit_code: int | None = None
+
+    def start(self, timeout: float = 15) -> "Server":
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        # Sanitizer settings reach a sanitized binary.
+        for key in ("ASAN_OPTIONS", "TSAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"):
+            if key in os.environ:
+                env[key] = os.environ[key]
+        env.update(self.env)
+        argv = [self.binary, "--host", HOST, "--port", "0", "--upload-dir", self.upload_dir] + self.args
+        out = open(self.log_path, "ab")
+        err = open(self.err_path, "ab")
+        self.process = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                        cwd=self.workdir, env=env, close_fds=True)
+        out.close()
+        err.close()
+        _LIVE[self.process.pid] = self.process
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for event in self.events("started"):
+                self.port = int(event["port"])
+                return self
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode} at start: {self.stderr()[-2000:]}")
+            time.sleep(0.02)
+        raise RuntimeError(f"server did not log 'started' within {timeout}s: {self.stderr()[-2000:]}")
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stderr(self) -> str:
+        try:
+            with open(self.err_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def log_lines(self) -> list[str]:
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            return []
+
+    def events(self, name: str | None = None) -> list[dict]:
+        out = []
+        for line in self.log_lines():
+            try:
+                value = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(value, dict):
+                continue
+            if name is None or value.get("event") == name:
+                out.append(value)
+        return out
+
+    def access_log(self) -> list[dict]:
+        return [e for e in self.events() if "method" in e and "event" not in e]
+
+    # ---- /proc readings
+
+    def fd_count(self) -> int:
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+    def socket_count(self) -> int:
+        count = 0
+        base = f"/proc/{self.pid}/fd"
+        for name in os.listdir(base):
+            with contextlib.suppress(OSError):
+                if os.readlink(f"{base}/{name}").startswith("socket:"):
+                    count += 1
+        return count
+
+    def fd_targets(self) -> list[str]:
+        base = f"/proc/{self.pid}/fd"
+        out = []
+        for name in os.listdir(base):
+            with contextlib.suppress(OSError):
+                out.append(os.readlink(f"{base}/{name}"))
+        return sorted(out)
+
+    def staged_files(self) -> list[str]:
+        """Descriptors the server holds on files being received: unnamed (O_TMPFILE,
+        shown as "(deleted)") or named temporary files in the upload directory."""
+        directory = os.path.realpath(self.upload_dir)
+        out = []
+        for target in self.fd_targets():
+            if target.startswith(directory + "/") and (target.endswith("(deleted)") or TEMP_PREFIX in target):
+                out.append(target)
+        return out
+
+    def staging_mode(self) -> str:
+        """'unnamed' or 'named', as the started event says."""
+        for event in self.events("started"):
+            return "unnamed" if "O_TMPFILE" in str(event.get("staging", "")) else "named"
+        return "?"
+
+    def status_kib(self, field: str) -> int:
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+        return -1
+
+    def rss_kib(self) -> int:
+        return self.status_kib("VmRSS")
+
+    def wait_fds(self, target: int, timeout: float) -> tuple[bool, int, float]:
+        """Waits until the descriptor count is at most `target`; (ok, last count, seconds)."""
+        start = time.monotonic()
+        count = self.fd_count()
+        while count > target and time.monotonic() - start < timeout:
+            time.sleep(0.05)
+            count = self.fd_count()
+        return count <= target, count, time.monotonic() - start
+
+    def metric(self, name: str, timeout: float = 3) -> float | None:
+        try:
+            response = request(self.port, "GET", "/metrics", timeout=timeout)
+        except OSError:
+            return None
+        for line in response.body.decode("utf-8", "replace").splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                with contextlib.suppress(ValueError):
+                    return float(line.rsplit(" ", 1)[1])
+        return None
+
+    def wait_in_flight_zero(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.metric("upload_server_uploads_in_flight") == 0:
+                return True
+            time.sleep(0.1)
+        return False
+
+    # ---- lifecycle
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            os.kill(self.pid, sig)
+
+    def wait(self, timeout: float) -> int | None:
+        assert self.process is not None
+        try:
+            self.exit_code = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        _LIVE.pop(self.process.pid, None)
+        return self.exit_code
+
+    def stop(self, timeout: float = 10) -> int | None:
+        """SIGTERM, then SIGKILL after `timeout`; returns the exit code."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.signal(signal.SIGTERM)
+            code = self.wait(timeout)
+            if code is None:
+                self.signal(signal.SIGKILL)
+                self.wait(5)
+                return None
+            return code
+        self.exit_code = self.process.returncode
+        _LIVE.pop(self.process.pid, None)
+        return self.exit_code
+
+    def crash_text(self) -> str:
+        """Why the process died, if it did."""
+        if self.process is None or self.process.poll() is None:
+            return ""
+        code = self.process.returncode
+        what = f"signal {-code} ({signal.Signals(-code).name})" if code < 0 else f"exit {code}"
+        return f"{what}; stderr tail: {self.stderr()[-1500:]!r}"
+
+
+# --------------------------------------------------------------------------- HTTP
+
+@dataclasses.dataclass
+class Response:
+    status: int
+    reason: str
+    headers: dict[str, str]
+    body: bytes
+    raw_head: bytes = b""
+
+    def json(self):
+        return json.loads(self.body.decode("utf-8"))
+
+
+class Closed(Exception):
+    """The server closed the connection before a complete response."""
+
+
+def _parse_head(head: bytes) -> tuple[int, str, dict[str, str]]:
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1."):
+        raise ValueError(f"bad status line {lines[0]!r}")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if ":" in line:
+            key, value = line.split(":", 1)
+            headers[key.strip().lower()] = value.strip()
+    return int(parts[1]), (parts[2] if len(parts) > 2 else ""), headers
+
+
+class Conn:
+    """A blocking HTTP/1.1 connection that can be kept alive."""
+
+    def __init__(self, port: int, timeout: float = 10, host: str = HOST) -> None:
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buffer = b""
+        self.timeout = timeout
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def reset(self) -> None:
+        """Closes with RST (SO_LINGER 0)."""
+        with contextlib.suppress(OSError):
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close()
+
+    def __enter__(self) -> "Conn":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def send(self, *pieces) -> None:
+        for piece in pieces:
+            self.sock.sendall(piece)
+
+    def _fill(self, deadline: float) -> bool:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise socket.timeout("response deadline")
+        self.sock.settimeout(remaining)
+        data = self.sock.recv(256 * KiB)
+        if not data:
+            return False
+        self.buffer += data
+        return True
+
+    def read_response(self, timeout: float | None = None, skip_informational: bool = True) -> Response:
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            while b"\r\n\r\n" not in self.buffer:
+                if not self._fill(deadline):
+                    raise Closed(f"closed after {len(self.buffer)} bytes of response head")
+            head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+            status, reason, headers = _parse_head(head)
+            if 100 <= status < 200 and skip_informational:
+                continue
+            break
+        if "content-length" in headers:
+            length = int(headers["content-length"])
+            while len(self.buffer) < length:
+                if not self._fill(deadline):
+                    raise Closed("closed inside the response body")
+            body, self.buffer = self.buffer[:length], self.buffer[length:]
+        elif headers.get("transfer-encoding", "").lower() == "chunked":
+            body = b""
+            while True:
+                while b"\r\n" not in self.buffer:
+                    if not self._fill(deadline):
+                        raise Closed("closed inside a chunked response")
+                line, self.buffer = self.buffer.split(b"\r\n", 1)
+                size = int(line.split(b";")[0], 16)
+                while len(self.buffer) < size + 2:
+                    if not self._fill(deadline):
+                        raise Closed("closed inside a chunk")
+                body += self.buffer[:size]
+                self.buffer = self.buffer[size + 2:]
+                if size == 0:
+                    break
+        else:
+            while self._fill(deadline):
+                pass
+            body, self.buffer = self.buffer, b""
+        return Response(status, reason, headers, body, head)
+
+    def wait_closed(self, timeout: float) -> tuple[str, float]:
+        """Reads until EOF/RST; returns ('eof'|'reset'|'timeout'|'data', seconds)."""
+        start = time.monotonic()
+        deadline = start + timeout
+        got_data = False
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return ("data" if got_data else "timeout"), time.monotonic() - start
+            self.sock.settimeout(remaining)
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                return ("data" if got_data else "timeout"), time.monotonic() - start
+            except ConnectionResetError:
+                return "reset", time.monotonic() - start
+            if not data:
+                return "eof", time.monotonic() - start
+            got_data = True
+
+
+def request(port: int, method: str, path: str, headers: dict[str, str] | None = None,
+            body: bytes = b"", timeout: float = 10) -> Response:
+    with Conn(port, timeout=timeout) as conn:
+        head = f"{method} {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
+        for key, value in (headers or {}).items():
+            head += f"{key}: {value}\r\n"
+        if body or method in ("POST", "PUT"):
+            head += f"Content-Length: {len(body)}\r\n"
+        conn.send((head + "\r\n").encode("latin-1"), body)
+        return conn.read_response(timeout)
+
+
+def healthz(port: int, timeout: float = 1.0) -> tuple[bool, float, str]:
+    start = time.monotonic()
+    try:
+        response = request(port, "GET", "/healthz", timeout=timeout)
+        return response.status == 200, time.monotonic() - start, str(response.status)
+    except (OSError, Closed, ValueError) as error:
+        return False, time.monotonic() - start, f"{type(error).__name__}: {error}"
+
+
+# --------------------------------------------------------------------------- multipart
+
+@dataclasses.dataclass
+class Part:
+    name: str = "file"
+    filename: str | None = "file.bin"
+    data: bytes | memoryview = b""
+    content_type: str | None = "application/octet-stream"
+
+
+def part_head(part: Part, boundary: str) -> bytes:
+    disposition = f'form-data; name="{part.name}"'
+    if part.filename is not None:
+        disposition += f'; filename="{part.filename}"'
+    text = f"--{boundary}\r\nContent-Disposition: {disposition}\r\n"
+    if part.content_type:
+        text += f"Content-Type: {part.content_type}\r\n"
+    return (text + "\r\n").encode("utf-8")
+
+
+def multipart_pieces(parts: Sequence[Part], boundary: str) -> list[bytes | memoryview]:
+    """The body as a list of pieces (data is not copied)."""
+    pieces: list[bytes | memoryview] = []
+    for index, part in enumerate(parts):
+        head = part_head(part, boundary)
+        pieces.append(head if index == 0 else b"\r\n" + head)
+        pieces.append(part.data)
+    pieces.append(f"\r\n--{boundary}--\r\n".encode())
+    return pieces
+
+
+def upload_head(port: int, length: int | None, boundary: str, extra: dict[str, str] | None = None,
+                path: str = "/upload") -> bytes:
+    text = f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
+    text += f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+    if length is None:
+        text += "Transfer-Encoding: chunked\r\n"
+    else:
+        text += f"Content-Length: {length}\r\n"
+    for key, value in (extra or {}).items():
+        text += f"{key}: {value}\r\n"
+    return (text + "\r\n").encode("latin-1")
+
+
+def chunked(pieces: Iterable[bytes | memoryview], chunk: int = 64 * KiB) -> list[bytes | memoryview]:
+    out: list[bytes | memoryview] = []
+    for piece in pieces:
+        view = memoryview(piece)
+        for offset in range(0, len(view), chunk):
+            segment = view[offset:offset + chunk]
+            out += [b"%x\r\n" % len(segment), segment, b"\r\n"]
+    out.append(b"0\r\n\r\n")
+    return out
+
+
+def upload_request(port: int, parts: Sequence[Part], boundary: str = "hardening-boundary-7d1f",
+                   use_chunked: bool = False, extra: dict[str, str] | None = None) -> list[bytes | memoryview]:
+    body = multipart_pieces(parts, boundary)
+    if use_chunked:
+        return [upload_head(port, None, boundary, extra)] + chunked(body)
+    length = sum(len(p) for p in body)
+    return [upload_head(port, length, boundary, extra)] + body
+
+
+def upload(port: int, parts: Sequence[Part], timeout: float = 30, **kwargs) -> Response:
+    with Conn(port, timeout=timeout) as conn:
+        try:
+            conn.send(*upload_request(port, parts, **kwargs))
+        except (BrokenPipeError, ConnectionResetError):
+            # The server may answer at once (an error found in the headers) and close
+            # without reading the body: its answer is still there to read.
+            pass
+        return conn.read_response(timeout)
+
+
+# --------------------------------------------------------------------------- files
+
+def sha256(data) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(MiB)
+            if not block:
+                break
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def temp_files(directory: str) -> list[str]:
+    try:
+        return sorted(n for n in os.listdir(directory) if n.startswith(TEMP_PREFIX))
+    except FileNotFoundError:
+        return []
+
+
+def random_bytes(rng: random.Random, size: int) -> bytes:
+    return rng.randbytes(size)
+
+
+class Workspace:
+    """A fresh temporary root for one suite, removed at the end."""
+
+    def __init__(self, label: str, keep: bool = False) -> None:
+        base = os.environ.get("HARDEN_TMP") or tempfile.gettempdir()
+        self.root = tempfile.mkdtemp(prefix=f"harden-{label}-", dir=base)
+        self.keep = keep
+        self.mounts: list[str] = []
+
+    def path(self, *names: str) -> str:
+        return os.path.join(self.root, *names)
+
+    def cleanup(self) -> None:
+        for mount in reversed(self.mounts):
+            subprocess.run(["umount", "-l", mount], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if not self.keep:
+            # Undo a read-only flag or bind mount left by a failed step first.
+            subprocess.run(["chattr", "-R", "-i", self.root], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+def tree_snapshot(root: str, exclude: str | Sequence[str]) -> set[str]:
+    """Every path under `root` except the subtrees `exclude`."""
+    out: set[str] = set()
+    excluded = {os.path.abspath(p) for p in ([exclude] if isinstance(exclude, str) else exclude)}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if os.path.abspath(os.path.join(dirpath, d)) not in excluded]
+        for name in dirnames + filenames:
+            out.add(os.path.relpath(os.path.join(dirpath, name), root))
+    return out
+
+
+def staging_args(staging: str) -> list[str]:
+    """Server flags for a staging mode: 'auto' (the default: O_TMPFILE where possible) or 'named'."""
+    return [] if staging == "auto" else ["--staging", staging]
+
+
+def stagings(options, both_default: bool) -> list[str]:
+    """The staging modes a suite runs: --staging auto|named|both (both: auto and named
+    for the suites that check clean-up, auto for the others)."""
+    chosen = getattr(options, "staging", "both")
+    if chosen == "both":
+        return ["auto", "named"] if both_default else ["auto"]
+    return [chosen]
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def fmt_mib(kib: int) -> str:
+    return f"{kib / 1024:.1f} MiB"
+
+
+def exception_text(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"

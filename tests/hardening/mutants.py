@@ -1,0 +1,291 @@
+#!/usr/bin/env python3
+"""Shows that each hardening suite catches a deliberately broken server.
+
+Copies the working tree to a scratch directory (never touching the repository),
+injects one bug at a time, builds the release binary there (under the shared build
+lock, with its own scratch path so that increments are cheap), runs the suites that
+should catch it and expects them to FAIL. Prints `mutants: N caught, M missed`.
+
+    scripts/harden mutants                 # every mutant
+    scripts/harden mutants leak-fd no-sanitize
+    scripts/harden mutants --list
+    scripts/harden mutants --no-baseline leak-fd
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+LOCK = os.environ.get("SWIFT_BUILD_LOCK", "/tmp/swift-build.lock")
+
+
+@dataclasses.dataclass
+class Mutant:
+    name: str
+    what: str
+    path: str
+    old: str
+    new: str
+    suites: list[str]
+    args: list[str] = dataclasses.field(default_factory=list)
+    # Build with this sanitizer (debug) and count its reports instead of failed checks.
+    sanitizer: str | None = None
+    # `old` is a regular expression (it must match exactly once).
+    regex: bool = False
+
+    def apply(self, text: str) -> str | None:
+        if self.regex:
+            result, count = re.subn(self.old, lambda _: self.new, text)
+            return result if count == 1 else None
+        return text.replace(self.old, self.new) if text.count(self.old) == 1 else None
+
+
+MUTANTS = [
+    Mutant("leak-staged-on-abort",
+           "an upload whose client goes away never closes (nor, if named, removes) its file in progress",
+           "Sources/UploadService/UploadReceiver.swift",
+           "        end()\n        let removed = removeTemporaryFiles()\n        metrics.failed(reason == .shutdown",
+           "        end()\n        for part in parts { _ = Unmanaged.passRetained(part.file) }\n"
+           "        parts = []; inFilePart = false; let removed = 0\n        metrics.failed(reason == .shutdown",
+           ["faults", "fuzz"], ["--cases", "600"]),
+    Mutant("keep-temp-on-failure",
+           "a failed upload (full disk, bad part) keeps its named temporary files",
+           "Sources/UploadService/UploadReceiver.swift",
+           "        self.failure = failure\n        let removed = removeTemporaryFiles()",
+           "        self.failure = failure\n        inFilePart = false; let removed = 0",
+           ["faults", "fuzz"], ["--cases", "600"]),
+    Mutant("leak-fd",
+           "a file in progress is never closed by its owner (one descriptor per stored unnamed file)",
+           "Sources/MicroHTTPD/FileSystem.swift",
+           "    deinit { if fd >= 0 { Glibc.close(fd) } }",
+           "    deinit { }",
+           ["soak"], ["--soak-uploads", "5000"]),
+    Mutant("leak-memory",
+           "the per-request state is never released (an unbalanced retain)",
+           "Sources/MicroHTTPD/Daemon.swift",
+           "let exchange = Unmanaged<Exchange>.fromOpaque(pointer).takeRetainedValue()",
+           "let exchange = Unmanaged<Exchange>.fromOpaque(pointer).takeUnretainedValue()",
+           ["soak"]),
+    Mutant("no-sanitize",
+           "filenames keep their directories (only control characters are dropped)",
+           "Sources/UploadService/FileName.swift",
+           r"let lastComponent = [^\n]*(\n\s*\.flatMap[^\n]*)?",
+           "let lastComponent = raw[...]",
+           ["fuzz"], ["--cases", "600"], regex=True),
+    Mutant("no-idle-timeout",
+           "the idle timeout is not given to libmicrohttpd",
+           "Sources/UploadService/Server.swift",
+           "idleTimeoutSeconds: config.idleTimeoutSeconds",
+           "idleTimeoutSeconds: 0",
+           ["load", "slow"]),
+    Mutant("blocking-handler",
+           "the request path blocks a worker thread (100 ms per piece of body)",
+           "Sources/UploadService/UploadReceiver.swift",
+           "        guard inFilePart else { return true }\n        do {",
+           "        guard inFilePart else { return true }\n        ProcessEnvironment.sleep(milliseconds: 100)\n"
+           "        do {",
+           ["slow", "load"]),
+    Mutant("no-grace",
+           "SIGTERM does not wait for the uploads in flight",
+           "Sources/UploadService/Server.swift",
+           "while application.metrics.inFlight > 0 && ProcessEnvironment.monotonicNanoseconds() < deadline {",
+           "while false && ProcessEnvironment.monotonicNanoseconds() < deadline {",
+           ["faults"]),
+    Mutant("enospc-is-500",
+           "a full disk is not recognised (answered 500 instead of 507)",
+           "Sources/MicroHTTPD/FileSystem.swift",
+           "public var isNoSpace: Bool { code == ENOSPC || code == EDQUOT }",
+           "public var isNoSpace: Bool { false }",
+           ["faults"]),
+    Mutant("data-race",
+           "an unsynchronised counter bumped by every worker thread (for the ThreadSanitizer run)",
+           "Sources/UploadService/Metrics.swift",
+           "    func uploadStarted() { uploadsInFlight.add(1, ordering: .relaxed) }",
+           "    nonisolated(unsafe) static var racy = 0\n"
+           "    func uploadStarted() { uploadsInFlight.add(1, ordering: .relaxed); Metrics.racy += 1 }",
+           ["load"], ["--load-idle", "50", "--load-uploads", "50"], sanitizer="thread"),
+]
+
+
+def copy_tree(destination: str, worktree: bool) -> str:
+    """The sources to mutate: the last commit (default), or the working tree as it is
+    now; never build products or git data. Returns what was copied."""
+    if os.path.exists(destination):
+        shutil.rmtree(destination)
+    os.makedirs(destination)
+    if not worktree:
+        archive = subprocess.run(["git", "-C", REPO, "archive", "HEAD", "Package.swift", "Sources", "Tests"],
+                                 capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", destination], input=archive, check=True)
+        head = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True).stdout.strip()
+        return f"commit {head}"
+    ignore = shutil.ignore_patterns(".build", ".build-*", ".build_*", ".git", ".swiftpm", "*.o")
+    for name in ("Package.swift", "Sources", "Tests"):
+        source = os.path.join(REPO, name)
+        if os.path.isdir(source):
+            shutil.copytree(source, os.path.join(destination, name), ignore=ignore)
+        elif os.path.exists(source):
+            shutil.copy2(source, destination)
+    return "the working tree"
+
+
+def build(source: str, scratch: str, log_path: str, sanitizer: str | None = None) -> tuple[bool, str]:
+    flags = ["-c", "release"] if sanitizer is None else ["-c", "debug", f"--sanitize={sanitizer}"]
+    if sanitizer:
+        scratch += f"-{sanitizer}"
+    command = ["flock", "-w", "3600", LOCK, "swift", "build", *flags, "--scratch-path", scratch,
+               "--product", "upload-server"]
+    with open(log_path, "w") as log:
+        result = subprocess.run(command, cwd=source, stdout=log, stderr=subprocess.STDOUT, timeout=3600)
+    if result.returncode != 0:
+        return False, ""
+    path = subprocess.run(["swift", "build", *flags, "--scratch-path", scratch, "--show-bin-path"],
+                          cwd=source, capture_output=True, text=True, timeout=300).stdout.strip()
+    return True, os.path.join(path, "upload-server")
+
+
+def check_name(line: str) -> str:
+    """A FAIL line without its details and counts, to compare runs."""
+    return re.sub(r"\d+", "N", line.split(" -- ")[0])
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/harden mutants", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", help="mutants to run (default: all)")
+    parser.add_argument("--list", action="store_true")
+    parser.add_argument("--work", default=os.environ.get("HARDEN_MUTANTS_DIR", "/tmp/harden-mutants"),
+                        help="scratch directory (default /tmp/harden-mutants)")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="skip the unmodified copy (by default it runs first: a mutant counts as caught "
+                             "only by checks that pass on it)")
+    parser.add_argument("--worktree", action="store_true",
+                        help="mutate the working tree as it is now instead of the last commit")
+    args = parser.parse_args(argv)
+    if args.list:
+        for mutant in MUTANTS:
+            print(f"{mutant.name:<22} {'+'.join(mutant.suites):<12} {mutant.what}")
+        return 0
+    chosen = [m for m in MUTANTS if not args.names or m.name in args.names]
+    unknown = set(args.names) - {m.name for m in MUTANTS}
+    if unknown:
+        parser.error(f"unknown mutants {sorted(unknown)}; see --list")
+
+    source = os.path.join(args.work, "src")
+    scratch = os.path.join(args.work, "build")
+    bins = os.path.join(args.work, "bin")
+    logs = os.path.join(args.work, "logs")
+    os.makedirs(bins, exist_ok=True)
+    os.makedirs(logs, exist_ok=True)
+    print(f"mutating {copy_tree(source, args.worktree)} in {source}", flush=True)
+    pristine: dict[str, str] = {}
+    for mutant in chosen:
+        with open(os.path.join(source, mutant.path)) as f:
+            pristine[mutant.path] = f.read()
+
+    caught, missed = [], []
+    plan = ([] if args.no_baseline else [None]) + chosen
+    baseline_failures: set[str] = set()
+    for mutant in plan:
+        label = mutant.name if mutant else "baseline"
+        for path, text in pristine.items():
+            with open(os.path.join(source, path), "w") as f:
+                f.write(text)
+        if mutant is not None:
+            mutated = mutant.apply(pristine[mutant.path])
+            if mutated is None:
+                print(f"MISS  mutant {label}: does not apply any more ({mutant.path} changed)", flush=True)
+                missed.append(label)
+                continue
+            with open(os.path.join(source, mutant.path), "w") as f:
+                f.write(mutated)
+        print(f"==> mutant {label}: {mutant.what if mutant else 'no change'}", flush=True)
+        t0 = time.monotonic()
+        sanitizer = mutant.sanitizer if mutant else None
+        ok, binary = build(source, scratch, os.path.join(logs, f"{label}.build.log"), sanitizer)
+        if not ok:
+            print(f"MISS  mutant {label}: build failed, see {logs}/{label}.build.log", flush=True)
+            missed.append(label)
+            continue
+        kept = os.path.join(bins, f"upload-server-{label}")
+        shutil.copy2(binary, kept)
+        print(f"      built in {time.monotonic() - t0:.0f}s: {kept}", flush=True)
+        suites = mutant.suites if mutant else sorted({s for m in chosen if not m.sanitizer for s in m.suites})
+        command = [sys.executable, os.path.join(HERE, "harden.py"), *suites, "--binary", kept,
+                   *(mutant.args if mutant else [])]
+        t1 = time.monotonic()
+        log_path = os.path.join(logs, f"{label}.harden.log")
+        env = dict(os.environ)
+        reports_dir = os.path.join(logs, f"{label}.reports")
+        if sanitizer:
+            shutil.rmtree(reports_dir, ignore_errors=True)
+            os.makedirs(reports_dir)
+            # The same settings as `scripts/harden sanitizers`, suppressions included, so
+            # that this shows they do not hide a real race.
+            key = "TSAN_OPTIONS" if sanitizer == "thread" else "ASAN_OPTIONS"
+            env[key] = f"halt_on_error=0:print_suppressions=0:log_path={reports_dir}/report"
+            if sanitizer == "thread":
+                env[key] += f":suppressions={os.path.join(HERE, 'tsan.supp')}"
+        with open(log_path, "w") as log:
+            result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, timeout=1800, env=env)
+        if sanitizer:
+            reports = sorted(os.listdir(reports_dir))
+            seconds = time.monotonic() - t1
+            if reports:
+                caught.append(label)
+                print(f"CAUGHT mutant {label} by the {sanitizer} sanitizer under {'+'.join(suites)}: "
+                      f"{len(reports)} report files in {reports_dir} ({seconds:.0f}s)", flush=True)
+                with open(os.path.join(reports_dir, reports[0]), errors="replace") as f:
+                    for line in [l for l in f.read().splitlines() if l.strip()][:4]:
+                        print(f"        {line[:200]}")
+            else:
+                missed.append(label)
+                print(f"MISS  mutant {label}: no {sanitizer} report ({seconds:.0f}s)", flush=True)
+            continue
+        with open(log_path) as f:
+            output = f.read()
+        failed = [line for line in output.splitlines() if line.startswith("FAIL")]
+        summary = next((line for line in reversed(output.splitlines()) if line.startswith("hardening:")), "")
+        seconds = time.monotonic() - t1
+        if mutant is None:
+            baseline_failures = {check_name(line) for line in failed}
+            verdict = result.returncode == 0
+            print(f"{'PASS' if verdict else 'FAIL'}  baseline passes {'+'.join(suites)} ({summary}, {seconds:.0f}s)"
+                  + ("" if verdict else "; its failing checks do not count for the mutants:"), flush=True)
+            for line in failed:
+                print(f"        {line[:220]}", flush=True)
+            continue
+        new_failures = [line for line in failed if check_name(line) not in baseline_failures]
+        if result.returncode != 0 and new_failures:
+            caught.append(label)
+            print(f"CAUGHT mutant {label} by {'+'.join(mutant.suites)} ({summary}, {len(new_failures)} checks that "
+                  f"pass on the baseline failed, {seconds:.0f}s):", flush=True)
+        else:
+            missed.append(label)
+            print(f"MISS  mutant {label}: {'+'.join(mutant.suites)} found nothing the baseline does not "
+                  f"({summary}, {seconds:.0f}s)", flush=True)
+        for line in new_failures[:8]:
+            print(f"        {line[:220]}", flush=True)
+        if len(new_failures) > 8:
+            print(f"        ... {len(new_failures) - 8} more", flush=True)
+
+    for path, text in pristine.items():
+        with open(os.path.join(source, path), "w") as f:
+            f.write(text)
+    print(f"logs in {logs}")
+    print(f"mutants: {len(caught)} caught, {len(missed)} missed" + (f" ({', '.join(missed)})" if missed else ""))
+    return 0 if not missed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

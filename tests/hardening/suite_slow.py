@@ -1,0 +1,296 @@
+"""Slow and greedy clients cannot exhaust the server.
+
+While hundreds of slowloris connections send one header byte every two seconds and
+a hundred slow uploads send one body byte every two seconds, other clients are
+served: /healthz on a fresh connection every 250 ms and a 256 KiB upload every
+second, each within a second. A body that stalls past the idle timeout is cut off
+and its temporary file removed; endless headers, an endless chunked body and a huge
+Content-Length are refused within bounds. At the end the server holds no more
+descriptors, temporary files or uploads than at the start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+
+import aio
+from common import (KiB, MiB, REPORT, HOST, Part, Server, Workspace, file_sha256, log, multipart_pieces,
+                    raise_nofile, sha256, staging_args, stagings, temp_files, upload_head)
+
+IDLE_TIMEOUT = 4
+LIMIT = 1 * MiB
+DRIP = 2.0       # seconds between the bytes of a slow client (below the idle timeout)
+
+
+def run(binary: str, options) -> None:
+    asyncio.run(_run(binary, options))
+
+
+async def _run(binary: str, options) -> None:
+    slowloris_count = options.slowloris
+    slow_body_count = options.slow_bodies
+    duration = options.slow_seconds
+    raise_nofile()
+    ws = Workspace("slow", keep=options.keep)
+    server = Server(binary, ws.path("up"), ["--timeout", str(IDLE_TIMEOUT), "--max-upload-size", str(LIMIT)]
+                    + staging_args(stagings(options, False)[0]))
+    try:
+        server.start()
+        port = server.port
+        base_fds = server.fd_count()
+        rng = random.Random(options.seed)
+        stop = asyncio.Event()
+        log(f"{slowloris_count} slowloris + {slow_body_count} slow bodies, a byte every {DRIP:g}s for {duration}s; "
+            f"server --timeout {IDLE_TIMEOUT} --max-upload-size {LIMIT}")
+
+        # ---- the attackers
+        async def slowloris(index: int) -> str:
+            try:
+                reader, writer = await aio.open_conn(port, 10)
+            except (OSError, asyncio.TimeoutError):
+                return "connect-failed"
+            try:
+                writer.write(f"POST /upload HTTP/1.1\r\nHost: {HOST}\r\n".encode())
+                await writer.drain()
+                header = f"X-Slow-{index}: " + "a" * 1000
+                position = 0
+                while not stop.is_set():
+                    await asyncio.sleep(DRIP + rng.random() * 0.2)
+                    if reader.at_eof():
+                        return "closed"
+                    writer.write(header[position % len(header)].encode())
+                    position += 1
+                    await writer.drain()
+                return "held"
+            except (OSError, ConnectionError):
+                return "closed"
+            finally:
+                aio.abort(writer)
+
+        async def slow_body(index: int) -> str:
+            boundary = f"slow-{index}"
+            head = b"".join(bytes(p) for p in multipart_pieces([Part("file", f"slow-{index}.bin", b"")], boundary))
+            part_head = head[:head.index(b"\r\n--" + boundary.encode() + b"--")]
+            try:
+                reader, writer = await aio.open_conn(port, 10)
+            except (OSError, asyncio.TimeoutError):
+                return "connect-failed"
+            try:
+                writer.write(upload_head(port, len(part_head) + 100_000, boundary) + part_head)
+                await writer.drain()
+                while not stop.is_set():
+                    await asyncio.sleep(DRIP + rng.random() * 0.2)
+                    if reader.at_eof():
+                        return "closed"
+                    writer.write(b"z")
+                    await writer.drain()
+                return "held"
+            except (OSError, ConnectionError):
+                return "closed"
+            finally:
+                aio.abort(writer)
+
+        async def stalled_body(index: int) -> tuple[str, float]:
+            boundary = f"stall-{index}"
+            body = b"".join(bytes(p) for p in multipart_pieces([Part("file", f"stall-{index}.bin", b"s" * 10_000)],
+                                                               boundary))
+            reader, writer = await aio.open_conn(port, 10)
+            writer.write(upload_head(port, len(body) + 50_000, boundary) + body[:-20])
+            await writer.drain()
+            t0 = time.monotonic()
+            how = await aio.wait_closed(reader, IDLE_TIMEOUT + 6)
+            aio.abort(writer)
+            return how, time.monotonic() - t0
+
+        # ---- the legitimate clients
+        health = {"n": 0, "bad": [], "worst": 0.0}
+        uploads = {"n": 0, "bad": [], "worst": 0.0}
+
+        async def health_loop() -> None:
+            while not stop.is_set():
+                t0 = time.monotonic()
+                try:
+                    reader, writer = await aio.open_conn(port, 1.0)
+                    writer.write(f"GET /healthz HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode())
+                    response = await aio.read_response(reader, max(0.05, 1.0 - (time.monotonic() - t0)))
+                    aio.abort(writer)
+                    ok = response.status == 200
+                    detail = f"status {response.status}"
+                except Exception as error:  # noqa: BLE001
+                    ok, detail = False, f"{type(error).__name__}: {error}"
+                latency = time.monotonic() - t0
+                health["n"] += 1
+                health["worst"] = max(health["worst"], latency)
+                if not ok or latency > 1.0:
+                    health["bad"].append(f"{detail} in {latency:.2f}s")
+                await asyncio.sleep(0.25)
+
+        async def upload_loop() -> None:
+            number = 0
+            while not stop.is_set():
+                number += 1
+                name = f"legit-{number:03d}.bin"
+                data = rng.randbytes(256 * KiB)
+                boundary = f"legit-{number}"
+                body = b"".join(bytes(p) for p in multipart_pieces([Part("file", name, data)], boundary))
+                t0 = time.monotonic()
+                try:
+                    reader, writer = await aio.open_conn(port, 1.0)
+                    writer.write(upload_head(port, len(body), boundary, {"Connection": "close"}) + body)
+                    await writer.drain()
+                    response = await aio.read_response(reader, max(0.05, 1.0 - (time.monotonic() - t0)))
+                    aio.abort(writer)
+                    path = os.path.join(server.upload_dir, name)
+                    ok = response.status == 200 and os.path.exists(path) and file_sha256(path) == sha256(data)
+                    detail = f"status {response.status}"
+                except Exception as error:  # noqa: BLE001
+                    ok, detail = False, f"{type(error).__name__}: {error}"
+                latency = time.monotonic() - t0
+                uploads["n"] += 1
+                uploads["worst"] = max(uploads["worst"], latency)
+                if not ok or latency > 1.0:
+                    uploads["bad"].append(f"{name}: {detail} in {latency:.2f}s")
+                await asyncio.sleep(max(0.0, 1.0 - latency))
+
+        # ---- greedy single requests
+        async def endless_headers() -> tuple[str, int]:
+            reader, writer = await aio.open_conn(port, 5)
+            sent = 0
+            writer.write(f"POST /upload HTTP/1.1\r\nHost: {HOST}\r\n".encode())
+            line = b"X-Pad: " + b"p" * 1000 + b"\r\n"
+            try:
+                while sent < 4 * MiB:
+                    writer.write(line)
+                    sent += len(line)
+                    await asyncio.wait_for(writer.drain(), 5)
+                    if reader.at_eof():
+                        break
+            except (OSError, ConnectionError, asyncio.TimeoutError):
+                pass
+            try:
+                response = await aio.read_response(reader, 5)
+                outcome = f"answered {response.status}"
+            except Exception as error:  # noqa: BLE001
+                outcome = f"closed ({type(error).__name__})"
+            aio.abort(writer)
+            return outcome, sent
+
+        async def endless_chunked() -> tuple[str, int]:
+            boundary = "endless"
+            head = f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"endless.bin\"\r\n\r\n"
+            reader, writer = await aio.open_conn(port, 5)
+            writer.write(upload_head(port, None, boundary))
+            block = os.urandom(256 * KiB)
+            writer.write(b"%x\r\n%s\r\n" % (len(head), head.encode()))
+            sent = 0
+            try:
+                while sent < LIMIT + 96 * MiB:
+                    writer.write(b"%x\r\n" % len(block) + block + b"\r\n")
+                    sent += len(block)
+                    await asyncio.wait_for(writer.drain(), 10)
+            except (OSError, ConnectionError, asyncio.TimeoutError):
+                pass
+            try:
+                response = await aio.read_response(reader, 5)
+                outcome = f"answered {response.status}"
+            except Exception as error:  # noqa: BLE001
+                outcome = f"closed ({type(error).__name__})"
+            aio.abort(writer)
+            return outcome, sent
+
+        async def huge_length() -> tuple[str, float]:
+            reader, writer = await aio.open_conn(port, 5)
+            t0 = time.monotonic()
+            writer.write(upload_head(port, 10 << 30, "huge"))
+            await writer.drain()
+            try:
+                response = await aio.read_response(reader, 3)
+                outcome = f"{response.status}"
+            except Exception as error:  # noqa: BLE001
+                outcome = f"{type(error).__name__}"
+            aio.abort(writer)
+            return outcome, time.monotonic() - t0
+
+        # Open the attackers in batches, then run everything together.
+        attackers = []
+        t_open = time.monotonic()
+        for start in range(0, slowloris_count, 100):
+            attackers += [asyncio.create_task(slowloris(i)) for i in range(start, min(slowloris_count, start + 100))]
+            await asyncio.sleep(0.05)
+        attackers += [asyncio.create_task(slow_body(i)) for i in range(slow_body_count)]
+        await asyncio.sleep(1.0)
+        held_at_start = server.socket_count() - 1
+        log(f"attackers connected in {time.monotonic() - t_open:.1f}s; the server holds {held_at_start} connections")
+        legit = [asyncio.create_task(health_loop()), asyncio.create_task(upload_loop())]
+        stalled = [asyncio.create_task(stalled_body(i)) for i in range(5)]
+        greedy_headers = asyncio.create_task(endless_headers())
+        greedy_chunked = asyncio.create_task(endless_chunked())
+        greedy_length = asyncio.create_task(huge_length())
+        await asyncio.sleep(duration / 2)
+        temps_mid = len(server.staged_files())
+        held_mid = server.socket_count() - 1
+        await asyncio.sleep(duration / 2)
+        stop.set()
+        await asyncio.gather(*legit)
+        attacker_results = await asyncio.gather(*attackers)
+        t_closed = time.monotonic()
+        still_open = server.socket_count() - 1
+        release = None
+        while time.monotonic() - t_closed < IDLE_TIMEOUT + 3:
+            if server.socket_count() - 1 <= 5:
+                release = time.monotonic() - t_closed
+                break
+            await asyncio.sleep(0.05)
+        stalled_results = await asyncio.gather(*stalled)
+        header_outcome, header_sent = await greedy_headers
+        chunked_outcome, chunked_sent = await greedy_chunked
+        length_outcome, length_seconds = await greedy_length
+
+        # ---- checks
+        counts: dict[str, int] = {}
+        for result in attacker_results:
+            counts[result] = counts.get(result, 0) + 1
+        REPORT.figure("slow clients", f"{slowloris_count} slowloris + {slow_body_count} slow bodies: {counts}; server "
+                                      f"held {held_mid} connections and {temps_mid} files in progress mid-run")
+        log(f"{still_open} connections open when the slow clients had all closed; "
+            + (f"released after {release:.1f}s" if release is not None else "not all released in time"))
+        if release is not None and release > 2:
+            REPORT.warn("connections of clients that closed were released only by the idle timeout",
+                        f"{release:.1f}s after {slowloris_count + slow_body_count} clients closed (timeout "
+                        f"{IDLE_TIMEOUT}s): libmicrohttpd missed their FIN, see tests/hardening/README.md")
+        REPORT.check("the slow clients were all connected", counts.get("connect-failed", 0) == 0
+                     and held_mid >= (slowloris_count + slow_body_count) * 0.95, f"{counts}, server held {held_mid}")
+        REPORT.check("/healthz on a new connection answered within 1 s throughout",
+                     health["n"] >= duration * 2 and not health["bad"],
+                     f"{health['n']} requests, worst {health['worst'] * 1000:.0f} ms"
+                     + (f"; failures: {health['bad'][:3]}" if health["bad"] else ""))
+        REPORT.check("a 256 KiB upload on a new connection stored within 1 s throughout",
+                     uploads["n"] >= duration / 2 and not uploads["bad"],
+                     f"{uploads['n']} uploads, worst {uploads['worst'] * 1000:.0f} ms"
+                     + (f"; failures: {uploads['bad'][:3]}" if uploads["bad"] else ""))
+        stalled_ok = all(how in ("eof", "reset") and IDLE_TIMEOUT - 0.5 <= s <= IDLE_TIMEOUT + 3
+                         for how, s in stalled_results)
+        REPORT.check("a body stalled past the idle timeout is cut off at the timeout", stalled_ok,
+                     ", ".join(f"{how} after {s:.1f}s" for how, s in stalled_results))
+        REPORT.check("endless headers are refused within bounds", header_sent < 2 * MiB,
+                     f"{header_outcome} after {header_sent // KiB} KiB sent")
+        REPORT.check("an endless chunked body is cut off (limit + 64 MiB at most)",
+                     chunked_sent < LIMIT + 64 * MiB + 16 * MiB,
+                     f"{chunked_outcome} after {chunked_sent // MiB} MiB sent (limit {LIMIT // MiB} MiB)")
+        REPORT.check("a 10 GiB Content-Length is refused at once with 413", length_outcome == "413" and length_seconds < 1,
+                     f"{length_outcome} in {length_seconds:.2f}s")
+        REPORT.check("server alive", server.alive(), server.crash_text())
+        ok, count, seconds = server.wait_fds(base_fds, IDLE_TIMEOUT + 3)
+        REPORT.check("descriptors back to the start value once the clients are gone", ok,
+                     f"{base_fds} -> {count}, {seconds:.1f}s after the last client went")
+        REPORT.check("no temporary file left, no staged file open",
+                     not temp_files(server.upload_dir) and not server.staged_files(),
+                     str(temp_files(server.upload_dir)[:3] + server.staged_files()[:3]))
+        REPORT.check("no upload left in flight", server.wait_in_flight_zero(3))
+    finally:
+        code = server.stop()
+        REPORT.check("server exits 0 on SIGTERM", code == 0, f"exit {code}")
+        ws.cleanup()
