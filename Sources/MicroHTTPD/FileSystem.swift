@@ -30,12 +30,26 @@ public final class Directory: Sendable {
     public let path: String
     private let fd: Int32
 
+    /// Device and inode of the directory opened.
+    private let identity: (device: UInt64, inode: UInt64)
+
     /// Opens `path`, which must be a directory.
     public init(path: String) throws(SystemError) {
         let fd = Glibc.open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { throw SystemError("open \(path)") }
+        var status = stat()
+        fstat(fd, &status)
         self.path = path
         self.fd = fd
+        identity = (UInt64(status.st_dev), UInt64(status.st_ino))
+    }
+
+    /// Whether `path` still leads to this directory: not removed, replaced or
+    /// covered by a mount since it was opened.
+    public var isCurrent: Bool {
+        var status = stat()
+        return stat(path, &status) == 0 && UInt64(status.st_dev) == identity.device
+            && UInt64(status.st_ino) == identity.inode
     }
 
     deinit { Glibc.close(fd) }
@@ -133,10 +147,17 @@ public final class Directory: Sendable {
         }
     }
 
-    /// Removes a staged file that will not be published.
-    public func discard(_ file: StagedFile) {
+    /// Removes a staged file that will not be published; false if a named one
+    /// could not be removed (to be tried again later).
+    public func discard(_ file: StagedFile) -> Bool {
         file.abandon()
-        if let name = file.temporaryName { try? remove(name) }
+        guard let name = file.temporaryName else { return true }
+        do {
+            try remove(name)
+            return true
+        } catch {
+            return error.isMissing
+        }
     }
 
     private func linkAnonymous(_ file: StagedFile, as name: String) throws(SystemError) {
@@ -153,6 +174,11 @@ public final class Directory: Sendable {
         defer { Glibc.close(fd) }
         guard flock(fd, LOCK_EX | LOCK_NB) == 0 else { return false }
         return unlinkat(self.fd, name, 0) == 0
+    }
+
+    public func exists(_ name: String) -> Bool {
+        var status = stat()
+        return fstatat(fd, name, &status, AT_SYMLINK_NOFOLLOW) == 0
     }
 
     public func remove(_ name: String) throws(SystemError) {

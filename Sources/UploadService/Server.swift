@@ -8,11 +8,10 @@ public enum Server {
         let uid = ProcessEnvironment.userID, gid = ProcessEnvironment.groupID
 
         // Fail at once, with the fix, rather than answer 500 to every upload.
-        let directory: Directory
+        let uploadDirectory: UploadDirectory
+        let staging: Staging
         do {
-            try Directory.createPath(config.uploadDirectory)
-            directory = try Directory(path: config.uploadDirectory)
-            try checkWritable(directory)
+            (uploadDirectory, staging) = try prepare(config, log: log)
         } catch {
             ProcessEnvironment.writeLine(
                 "upload-server: cannot use the upload directory \"\(config.uploadDirectory)\" (\(error.reason)) "
@@ -21,12 +20,6 @@ public enum Server {
                 toStandardError: true)
             return 1
         }
-        let directoryPath = Directory.resolve(config.uploadDirectory) ?? config.uploadDirectory
-        // Unnamed files until complete where the filesystem allows (O_TMPFILE):
-        // fewer directory updates, and nothing to clean up even after a crash.
-        let staging = config.unnamedStaging ? directory.bestStaging(probeName: FileName.temporaryName()) : .named
-        let leftovers = removeLeftovers(directory)
-        if leftovers > 0 { log.info("removed_leftovers", [("temporary_files", .number(Int64(leftovers)))]) }
 
         // Before any thread starts, so that all of them inherit the mask.
         ProcessEnvironment.blockTerminationSignals()
@@ -36,8 +29,7 @@ public enum Server {
             ProcessEnvironment.writeLine("upload-server: invalid host \(config.host)", toStandardError: true)
             return 2
         }
-        let application = UploadApplication(
-            config: config, directory: UploadDirectory(path: directoryPath, opened: directory), staging: staging, log: log)
+        let application = UploadApplication(config: config, directory: uploadDirectory, staging: staging, log: log)
         let daemon: Daemon
         do {
             daemon = try Daemon(application, options: DaemonOptions(
@@ -52,7 +44,7 @@ public enum Server {
             ("version", .string(CommandLineParser.version)),
             ("host", .string(config.host)),
             ("port", .number(Int64(daemon.port))),
-            ("upload_dir", .string(directoryPath)),
+            ("upload_dir", .string(uploadDirectory.path)),
             ("staging", .string(staging.description)),
             ("max_upload_size", config.maxUploadSize.map { .string(ByteSize.format($0)) } ?? .string("unlimited")),
             ("on_conflict", .string(config.onConflict.rawValue)),
@@ -75,9 +67,24 @@ public enum Server {
         }
         let unfinished = application.metrics.inFlight
         daemon.stop()  // abandons what is left; each removes its temporary files
-        removeLeftovers(directory)
+        if let current = try? uploadDirectory.open() { removeLeftovers(current) }
         log.info("stopped", [("uploads_cut_off", .number(Int64(unfinished)))])
         return 0
+    }
+
+    /// Creates the directory if needed, proves it writable, chooses how files in
+    /// progress are kept and removes leftovers of a crash.
+    private static func prepare(_ config: Configuration, log: Log) throws(SystemError) -> (UploadDirectory, Staging) {
+        try Directory.createPath(config.uploadDirectory)
+        let directory = try Directory(path: config.uploadDirectory)
+        try checkWritable(directory)
+        // Unnamed files until complete where the filesystem allows (O_TMPFILE):
+        // fewer directory updates, and nothing to clean up even after a crash.
+        let staging = config.unnamedStaging ? directory.bestStaging(probeName: FileName.temporaryName()) : .named
+        let leftovers = removeLeftovers(directory)
+        if leftovers > 0 { log.info("removed_leftovers", [("temporary_files", .number(Int64(leftovers)))]) }
+        let path = Directory.resolve(config.uploadDirectory) ?? config.uploadDirectory
+        return (UploadDirectory(path: path, opened: try Directory(path: path)), staging)
     }
 
     /// Creates and removes a file: proves that uploads can be stored.

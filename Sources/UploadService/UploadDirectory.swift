@@ -1,29 +1,27 @@
 import MicroHTTPD
 import Synchronization
 
-/// The upload directory, opened once: every file operation is relative to its
-/// descriptor. When the directory is removed (and perhaps made anew), operations
-/// on the old descriptor fail with ENOENT; `reopen` then follows the path again,
-/// so that the service resumes as soon as the directory is back.
+/// The upload directory. Every file operation is relative to an open descriptor
+/// of it, which is kept while the path still leads to the same directory (one
+/// stat(2) per upload) and opened anew when the directory was removed and made
+/// again, or another filesystem was mounted there: the service follows the path.
 public final class UploadDirectory: Sendable {
     /// Absolute, resolved at start-up.
     public let path: String
     private let current: Mutex<Directory?>
+    /// Temporary files that could not be removed when their upload failed (a
+    /// directory made read-only, say): removed as soon as that works again.
+    private let pendingRemovals = Mutex<[String]>([])
 
     public init(path: String, opened: Directory) {
         self.path = path
         current = Mutex(opened)
     }
 
+    /// The directory at `path` now.
     public func open() throws(SystemError) -> Directory {
-        if let directory = current.withLock({ $0 }) { return directory }
-        return try reopen(replacing: nil)
-    }
-
-    /// Opens the path anew, unless another request already replaced `stale`.
-    public func reopen(replacing stale: Directory?) throws(SystemError) -> Directory {
         let result: Result<Directory, SystemError> = current.withLock { current in
-            if let directory = current, directory !== stale { return .success(directory) }
+            if let directory = current, directory.isCurrent { return .success(directory) }
             do throws(SystemError) {
                 let directory = try Directory(path: path)
                 current = directory
@@ -33,6 +31,23 @@ public final class UploadDirectory: Sendable {
                 return .failure(error)
             }
         }
-        return try result.get()
+        let directory = try result.get()
+        retryRemovals(in: directory)
+        return directory
+    }
+
+    func removeLater(_ name: String) {
+        pendingRemovals.withLock { $0.append(name) }
+    }
+
+    private func retryRemovals(in directory: Directory) {
+        let names = pendingRemovals.withLock { pending -> [String] in
+            defer { pending = [] }
+            return pending
+        }
+        guard !names.isEmpty else { return }
+        for name in names where !directory.removeIfUnlocked(name) && directory.exists(name) {
+            removeLater(name)
+        }
     }
 }

@@ -104,17 +104,8 @@ final class UploadReceiver: FormReceiver {
     private func createStagedFile() throws(SystemError) -> StagedFile {
         let directory: Directory
         if let opened = self.directory { directory = opened } else { directory = try uploadDirectory.open() }
-        do {
-            let file = try directory.createStagedFile(staging, temporaryName: FileName.temporaryName())
-            self.directory = directory
-            return file
-        } catch where error.isMissing && parts.isEmpty {
-            // The directory was removed since it was opened; follow its path again.
-            let current = try uploadDirectory.reopen(replacing: directory)
-            let file = try current.createStagedFile(staging, temporaryName: FileName.temporaryName())
-            self.directory = current
-            return file
-        }
+        self.directory = directory
+        return try directory.createStagedFile(staging, temporaryName: FileName.temporaryName())
     }
 
     func malformed() {
@@ -176,7 +167,11 @@ final class UploadReceiver: FormReceiver {
     @discardableResult
     private func removeTemporaryFiles() -> Int {
         inFilePart = false
-        for part in parts { directory?.discard(part.file) }
+        for part in parts {
+            if let directory, !directory.discard(part.file), let name = part.file.temporaryName {
+                uploadDirectory.removeLater(name)
+            }
+        }
         defer { parts = [] }
         return parts.count
     }

@@ -232,6 +232,20 @@ struct ErrorTests {
         try expectStillServing(server)
     }
 
+    @Test(arguments: Staging.allCases)
+    func theServiceFollowsAnUploadDirectoryThatIsRemovedAndMadeAgain(staging: Staging) throws {
+        let server = try TestServer(staging.arguments)
+        #expect(try server.client().upload(Multipart().file("before.txt", Data("1".utf8))).status == 200)
+        try FileManager.default.removeItem(at: server.uploadDirectory)
+        let missing = try server.client().upload(Multipart().file("during.txt", Data("2".utf8)))
+        #expect(missing.status == 500)
+        #expect(missing.error?.hasPrefix("the upload directory is unavailable") == true)
+        #expect(try server.client().get("/healthz").status == 200)
+        try FileManager.default.createDirectory(at: server.uploadDirectory, withIntermediateDirectories: false)
+        #expect(try server.client().upload(Multipart().file("after.txt", Data("3".utf8))).status == 200)
+        #expect(server.storedNames == ["after.txt"])
+    }
+
     @Test func atMostAHundredFilesPerRequest() throws {
         let server = try TestServer()
         var form = Multipart()

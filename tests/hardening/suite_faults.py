@@ -559,17 +559,19 @@ def directory_read_only(binary: str, options, rng: random.Random, staging: str) 
         conn.close()
         chattr_immutable(up, False)
         immutable = False
+        REPORT.check("read-only mid-upload: a clear answer (200 or 500/507 with a JSON reason)",
+                     answered and had_temp, detail3)
+        r4 = store(port, "after-ro-mid.bin", data)
+        REPORT.check("read-only mid-upload: uploads work again once it is writable", r4.status == 200, f"{r4.status}")
+        # A temporary file that could not be removed while the directory was
+        # read-only is removed when the server next uses the directory.
         mid = os.path.join(up, "mid.bin")
         if status == 200:
             outcome_ok = os.path.exists(mid) and file_sha256(mid) == sha256(data) and not temp_files(up)
         else:
             outcome_ok = not os.path.exists(mid) and not temp_files(up)
-        REPORT.check("read-only mid-upload: a clear answer (200 or 500/507 with a JSON reason)",
-                     answered and had_temp, detail3)
-        REPORT.check("read-only mid-upload: stored intact, or nothing left once writable",
+        REPORT.check("read-only mid-upload: stored intact, or nothing left after the next upload",
                      outcome_ok, f"answer {status}; directory {sorted(os.listdir(up))}")
-        r4 = store(port, "after-ro-mid.bin", data)
-        REPORT.check("read-only mid-upload: uploads work again once it is writable", r4.status == 200, f"{r4.status}")
         ok, count, _ = server.wait_fds(base_fds, 3)
         REPORT.check("read-only directory: descriptors back to the start value", ok, f"{base_fds} -> {count}")
     finally:
