@@ -62,13 +62,14 @@ public final class UploadApplication: HTTPApplication {
            length > limit {
             return reject(.tooLarge(limit: limit))
         }
+        let current: Directory
         do {
-            _ = try directory.open()
+            current = try directory.open()
         } catch {
             log.error("upload_dir_unavailable", [("path", .string(directory.path)), ("error", .string(error.description))])
             return reject(.internalError("the upload directory is unavailable (\(error.reason))"))
         }
-        return .receiveForm(UploadReceiver(directory: directory, staging: staging, policy: config.onConflict,
+        return .receiveForm(UploadReceiver(directory: current, in: directory, staging: staging, policy: config.onConflict,
                                            limit: config.maxUploadSize, peer: head.peer, metrics: metrics, log: log))
     }
 

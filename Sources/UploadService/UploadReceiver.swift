@@ -18,8 +18,8 @@ final class UploadReceiver: FormReceiver {
     }
 
     private let uploadDirectory: UploadDirectory
-    /// Where this request's files are, from its first file on.
-    private var directory: Directory?
+    /// The upload directory as it was when the request began.
+    private let directory: Directory
     private let staging: Staging
     private let policy: ConflictPolicy
     private let limit: UInt64?
@@ -35,9 +35,10 @@ final class UploadReceiver: FormReceiver {
     private var inFilePart = false
     private var ended = false
 
-    init(directory: UploadDirectory, staging: Staging, policy: ConflictPolicy, limit: UInt64?, peer: String,
-         metrics: Metrics, log: Log) {
-        self.uploadDirectory = directory
+    init(directory: Directory, in uploadDirectory: UploadDirectory, staging: Staging, policy: ConflictPolicy,
+         limit: UInt64?, peer: String, metrics: Metrics, log: Log) {
+        self.directory = directory
+        self.uploadDirectory = uploadDirectory
         self.staging = staging
         self.policy = policy
         self.limit = limit
@@ -77,7 +78,7 @@ final class UploadReceiver: FormReceiver {
             return false
         case .success(let name):
             do {
-                let file = try createStagedFile()
+                let file = try directory.createStagedFile(staging, temporaryName: FileName.temporaryName())
                 parts.append(Part(file: file, name: name))
                 inFilePart = true
                 return true
@@ -99,13 +100,6 @@ final class UploadReceiver: FormReceiver {
             fail(.storage(error))
             return false
         }
-    }
-
-    private func createStagedFile() throws(SystemError) -> StagedFile {
-        let directory: Directory
-        if let opened = self.directory { directory = opened } else { directory = try uploadDirectory.open() }
-        self.directory = directory
-        return try directory.createStagedFile(staging, temporaryName: FileName.temporaryName())
     }
 
     func malformed() {
@@ -168,7 +162,7 @@ final class UploadReceiver: FormReceiver {
     private func removeTemporaryFiles() -> Int {
         inFilePart = false
         for part in parts {
-            if let directory, !directory.discard(part.file), let name = part.file.temporaryName {
+            if !directory.discard(part.file), let name = part.file.temporaryName {
                 uploadDirectory.removeLater(name)
             }
         }
@@ -178,7 +172,6 @@ final class UploadReceiver: FormReceiver {
 
     /// Gives every staged file its final name, all or nothing.
     private func commit() throws(UploadFailure) -> [Part] {
-        guard let directory else { return [] }
         var committed: [Part] = []
         do throws(UploadFailure) {
             for var part in parts {
@@ -189,9 +182,9 @@ final class UploadReceiver: FormReceiver {
                                               temporaryName: FileName.temporaryName())
                     }
                 case .reject:
-                    part = try publishUnderFreeName(part, alternatives: 0, in: directory)
+                    part = try publishUnderFreeName(part, alternatives: 0)
                 case .rename:
-                    part = try publishUnderFreeName(part, alternatives: 10_000, in: directory)
+                    part = try publishUnderFreeName(part, alternatives: 10_000)
                 }
                 committed.append(part)
             }
@@ -206,7 +199,7 @@ final class UploadReceiver: FormReceiver {
         return committed
     }
 
-    private func publishUnderFreeName(_ part: Part, alternatives: Int, in directory: Directory) throws(UploadFailure) -> Part {
+    private func publishUnderFreeName(_ part: Part, alternatives: Int) throws(UploadFailure) -> Part {
         for number in 0...alternatives {
             var candidate = part
             if number > 0 { candidate.name = FileName.alternative(part.name, number: number) }
