@@ -322,8 +322,11 @@ def run(binary: str, options) -> None:
                                           f"({warm_fds} after warm-up and {end_fds_open} at the end with the "
                                           f"clients connected)")
         REPORT.check("descriptors back to the start value", fds_ok, f"{start_fds} -> {end_fds}")
-        REPORT.check("descriptors with clients connected did not grow", end_fds_open <= warm_fds,
-                     f"{warm_fds} after warm-up -> {end_fds_open} at the end")
+        # At most one socket per client on top of the start: a client may be between
+        # connections when the warm-up count is taken, so that count can be lower.
+        REPORT.check("descriptors with clients connected did not grow",
+                     end_fds_open <= max(warm_fds, start_fds + clients_count),
+                     f"{warm_fds} after warm-up -> {end_fds_open} at the end ({clients_count} clients)")
         REPORT.check("server alive", server.alive(), server.crash_text())
     finally:
         code = server.stop()
