@@ -235,17 +235,22 @@ private final class Exchange {
     }
 
     /// One call of the post-processor's iterator.
-    func formData(name: String, filename: String?, data: UnsafePointer<CChar>?, offset: UInt64, size: Int) -> Bool {
+    func formData(name: UnsafePointer<CChar>?, filename: UnsafePointer<CChar>?, data: UnsafePointer<CChar>?,
+                  offset: UInt64, size: Int) -> Bool {
         guard let receiver else { return false }
         // libmicrohttpd may call twice at offset 0 for one part (once empty, then
         // with data), so a new part is an offset of 0 after data, or a new name.
         // An empty part followed by a part with the same name and filename reads
-        // as one part; with either name it ends the same way on disk.
-        if offset == 0 && (partBytes > 0 || partName != name || partFilename != filename) {
-            partName = name
-            partFilename = filename
-            partBytes = 0
-            guard receiver.partBegins(name: name, filename: filename) else { return false }
+        // as one part; with either name it ends the same way on disk. The names
+        // become Swift strings only at offset 0: the other calls are the hot path.
+        if offset == 0 {
+            let name = string(name) ?? "", filename = string(filename)
+            if partBytes > 0 || partName != name || partFilename != filename {
+                partName = name
+                partFilename = filename
+                partBytes = 0
+                guard receiver.partBegins(name: name, filename: filename) else { return false }
+            }
         }
         guard size > 0, let data else { return true }
         partBytes += UInt64(size)
@@ -319,8 +324,7 @@ private let accessHandler: MHD_AccessHandlerCallback = { cls, connection, url, m
 private let formIterator: MHD_PostDataIterator = { cls, _, key, filename, _, _, data, offset, size in
     guard let cls else { return .NO }
     let exchange = Unmanaged<Exchange>.fromOpaque(cls).takeUnretainedValue()
-    let accepted = exchange.formData(
-        name: string(key) ?? "", filename: string(filename), data: data, offset: offset, size: size)
+    let accepted = exchange.formData(name: key, filename: filename, data: data, offset: offset, size: size)
     return accepted ? .YES : .NO
 }
 

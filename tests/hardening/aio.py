@@ -40,6 +40,17 @@ async def read_response(reader: asyncio.StreamReader, timeout: float) -> Respons
     return await asyncio.wait_for(read(), timeout)
 
 
+async def outcome(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout: float) -> str:
+    """`answered STATUS` or `closed (Error)`, then drops the connection."""
+    try:
+        response = await read_response(reader, timeout)
+        text = f"answered {response.status}"
+    except Exception as error:  # noqa: BLE001
+        text = f"closed ({type(error).__name__})"
+    abort(writer)
+    return text
+
+
 async def wait_closed(reader: asyncio.StreamReader, timeout: float) -> str:
     """'eof' | 'reset' | 'timeout' | 'data'."""
     try:

@@ -170,13 +170,7 @@ async def _run(binary: str, options) -> None:
                         break
             except (OSError, ConnectionError, asyncio.TimeoutError):
                 pass
-            try:
-                response = await aio.read_response(reader, 5)
-                outcome = f"answered {response.status}"
-            except Exception as error:  # noqa: BLE001
-                outcome = f"closed ({type(error).__name__})"
-            aio.abort(writer)
-            return outcome, sent
+            return await aio.outcome(reader, writer, 5), sent
 
         async def endless_chunked() -> tuple[str, int]:
             boundary = "endless"
@@ -193,13 +187,7 @@ async def _run(binary: str, options) -> None:
                     await asyncio.wait_for(writer.drain(), 10)
             except (OSError, ConnectionError, asyncio.TimeoutError):
                 pass
-            try:
-                response = await aio.read_response(reader, 5)
-                outcome = f"answered {response.status}"
-            except Exception as error:  # noqa: BLE001
-                outcome = f"closed ({type(error).__name__})"
-            aio.abort(writer)
-            return outcome, sent
+            return await aio.outcome(reader, writer, 5), sent
 
         async def huge_length() -> tuple[str, float]:
             reader, writer = await aio.open_conn(port, 5)

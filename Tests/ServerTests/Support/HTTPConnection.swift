@@ -155,6 +155,13 @@ extension HTTPConnection {
         return response
     }
 
+    /// Sends the head of POST /upload with a Content-Length body and the first
+    /// `byteCount` bytes of that body; the test sends the rest, or does not.
+    func startUpload(_ form: Multipart, sending byteCount: Int) throws {
+        try send("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Type: \(form.contentType)\r\nContent-Length: \(form.body.count)\r\n\r\n")
+        try send(form.body.prefix(byteCount))
+    }
+
     func get(_ path: String, method: String = "GET", keepAlive: Bool = false) throws -> Response {
         try send("\(method) \(path) HTTP/1.1\r\nHost: test\r\n\(keepAlive ? "" : "Connection: close\r\n")\r\n")
         guard let response = try readResponse(toHead: method == "HEAD") else { throw TestFailure("no response") }
