@@ -2,11 +2,17 @@
 #define UPLOAD_SERVER_MHD_SHIM_H
 
 // Swift cannot call C variadic functions; these wrappers give the few we need
-// fixed signatures.
+// fixed signatures. Also the two glibc declarations Swift's Glibc module lacks.
 
+#include <malloc.h>  // mallopt
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 #include <microhttpd.h>
+
+// glibc declares fallocate(2) only under _GNU_SOURCE, which Swift's Glibc module
+// is not built with.
+int fallocate(int fd, int mode, off_t offset, off_t len);
 
 // MHD_start_daemon with its integer options as an MHD_OPTION_ARRAY; the
 // callbacks (two pointers each) are passed on their own, the logger first so

@@ -1,3 +1,4 @@
+import CMicroHTTPD
 import Glibc
 
 /// A failed system call: which operation and its errno.
@@ -124,6 +125,7 @@ public final class Directory: Sendable {
     /// rename(2), which never follows a symlink either.
     public func publish(_ file: StagedFile, as name: String, replacing: Bool,
                         temporaryName: @autoclosure () -> String) throws(SystemError) {
+        try file.flush()
         guard let staged = file.temporaryName else {
             do {
                 try linkAnonymous(file, as: name)
@@ -214,6 +216,9 @@ private let temporaryFileFlag: Int32 = 0o20_000_000 | O_DIRECTORY
 /// AT_EMPTY_PATH, which Swift does not import; the same on every Linux architecture.
 private let emptyPathFlag: Int32 = 0x1000
 
+/// FALLOC_FL_KEEP_SIZE, which Swift does not import: allocate without changing the size.
+private let keepSizeFlag: Int32 = 0x01
+
 public enum Staging: Sendable, Equatable, CustomStringConvertible {
     /// O_TMPFILE, linked by its descriptor (AT_EMPTY_PATH) or through /proc/self/fd.
     case anonymous(byDescriptor: Bool)
@@ -230,11 +235,37 @@ public enum Staging: Sendable, Equatable, CustomStringConvertible {
 }
 
 /// A file being written, before it has its final name; closed when released.
+///
+/// Writes reach the file in whole `blockSize` blocks where a chunk crosses a block
+/// boundary: the bytes past the last boundary wait (copied) for the next chunk.
+/// The page cache takes aligned writes in large folios; the post-processor's
+/// pieces are not aligned (57,482 bytes each here), and writing them as they
+/// came cost about 20 % more kernel time per gigabyte, far more than the copy.
+/// Files smaller than one block are written as they come and never copied.
+///
+/// Past its first MiB, a file also gets disk space allocated ahead of its bytes,
+/// 8 MiB at a time (fallocate, beyond its end): writes into allocated space skip
+/// ext4's delayed-allocation bookkeeping, a quarter less kernel time per gigabyte
+/// here. Only bytes received earn space, so a client cannot claim disk it does
+/// not fill; what is left over goes back when the file is published or dropped.
 public final class StagedFile {
+    static let blockSize = 64 * 1024
+    static let reservationStart = 1 << 20
+    static let reservationStep = 8 << 20
+
     fileprivate private(set) var fd: Int32
     /// nil for an anonymous (O_TMPFILE) file.
     public let temporaryName: String?
     fileprivate let linkByDescriptor: Bool
+    /// Bytes in the file; a multiple of `blockSize` whenever `held` is not empty.
+    private var written = 0
+    /// Bytes past the last block boundary, not written yet (allocated at first use).
+    private var held: UnsafeMutableRawBufferPointer?
+    private var heldCount = 0
+    /// Disk space is allocated up to here; beyond `written` only until `flush`.
+    private var reservedEnd = 0
+    /// The filesystem has no fallocate, or no room: writes allocate as they go.
+    private var reservationFailed = false
 
     fileprivate init(fd: Int32, temporaryName: String?, linkByDescriptor: Bool) {
         self.fd = fd
@@ -242,19 +273,87 @@ public final class StagedFile {
         self.linkByDescriptor = linkByDescriptor
     }
 
-    deinit { if fd >= 0 { Glibc.close(fd) } }
+    deinit {
+        if fd >= 0 { Glibc.close(fd) }
+        held?.deallocate()
+    }
 
     public func write(_ bytes: BorrowedBytes) throws(SystemError) {
-        guard var next = bytes.buffer.baseAddress else { return }
-        var remaining = bytes.buffer.count
-        while remaining > 0 {
-            let written = Glibc.write(fd, next, remaining)
-            if written < 0 {
+        let chunk = bytes.buffer
+        guard chunk.count > 0 else { return }
+        let end = written + heldCount + chunk.count
+        let boundary = end - end % Self.blockSize
+        guard boundary > written else {
+            if heldCount == 0 {
+                try writeAll(UnsafeRawBufferPointer(start: nil, count: 0), chunk)
+                written += chunk.count
+            } else {
+                hold(chunk)
+            }
+            return
+        }
+        if boundary > reservedEnd && boundary >= Self.reservationStart && !reservationFailed {
+            reserve(from: max(written, reservedEnd))
+        }
+        let direct = boundary - written - heldCount
+        try writeAll(heldBytes, UnsafeRawBufferPointer(rebasing: chunk[..<direct]))
+        written = boundary
+        heldCount = 0
+        hold(UnsafeRawBufferPointer(rebasing: chunk[direct...]))
+    }
+
+    private func reserve(from offset: Int) {
+        if fallocate(fd, keepSizeFlag, off_t(offset), off_t(Self.reservationStep)) == 0 {
+            reservedEnd = offset + Self.reservationStep
+        } else {
+            reservationFailed = true
+            _ = ftruncate(fd, off_t(written))  // a failed fallocate may keep part of its space
+            reservedEnd = written
+        }
+    }
+
+    /// Writes what is held back and gives back reserved space beyond the end;
+    /// before the file is published.
+    public func flush() throws(SystemError) {
+        if heldCount > 0 {
+            try writeAll(heldBytes, UnsafeRawBufferPointer(start: nil, count: 0))
+            written += heldCount
+            heldCount = 0
+        }
+        if reservedEnd > written {
+            guard ftruncate(fd, off_t(written)) == 0 else { throw SystemError("truncate") }
+            reservedEnd = written
+        }
+    }
+
+    private var heldBytes: UnsafeRawBufferPointer {
+        guard let held else { return UnsafeRawBufferPointer(start: nil, count: 0) }
+        return UnsafeRawBufferPointer(rebasing: held[..<heldCount])
+    }
+
+    private func hold(_ bytes: UnsafeRawBufferPointer) {
+        guard bytes.count > 0 else { return }
+        let buffer = held ?? .allocate(byteCount: Self.blockSize, alignment: 64)
+        held = buffer
+        UnsafeMutableRawBufferPointer(rebasing: buffer[heldCount...]).copyMemory(from: bytes)
+        heldCount += bytes.count
+    }
+
+    /// Writes `first` then `second` (either may be empty): one writev(2) unless
+    /// it is interrupted or writes less.
+    private func writeAll(_ first: UnsafeRawBufferPointer, _ second: UnsafeRawBufferPointer) throws(SystemError) {
+        var first = first, second = second
+        while first.count + second.count > 0 {
+            var vectors = (iovec(iov_base: UnsafeMutableRawPointer(mutating: first.baseAddress), iov_len: first.count),
+                           iovec(iov_base: UnsafeMutableRawPointer(mutating: second.baseAddress), iov_len: second.count))
+            let result = withUnsafeMutableBytes(of: &vectors) { writev(fd, $0.baseAddress?.assumingMemoryBound(to: iovec.self), 2) }
+            if result < 0 {
                 if errno == EINTR { continue }
                 throw SystemError("write")
             }
-            next += written
-            remaining -= written
+            let fromFirst = min(result, first.count)
+            first = UnsafeRawBufferPointer(rebasing: first[fromFirst...])
+            second = UnsafeRawBufferPointer(rebasing: second[(result - fromFirst)...])
         }
     }
 
@@ -269,5 +368,6 @@ public final class StagedFile {
     fileprivate func abandon() {
         if fd >= 0 { Glibc.close(fd) }
         fd = -1
+        heldCount = 0
     }
 }

@@ -1,3 +1,4 @@
+import CMicroHTTPD
 import Glibc
 
 /// Process-wide facilities: signals, limits, identity, clocks and output.
@@ -47,6 +48,14 @@ public enum ProcessEnvironment {
         getenv(name).map { String(cString: $0) }
     }
 
+    /// Allocations of 64 KiB and more (a post-processor's buffer, a staged file's
+    /// held block) get mappings of their own, returned to the system when freed.
+    /// glibc would otherwise raise this threshold after the first such free and
+    /// keep them in its heap, where the resident size drifts with the uploads.
+    public static func mapLargeAllocations() {
+        _ = mallopt(M_MMAP_THRESHOLD, 64 * 1024)
+    }
+
     public static func sleep(milliseconds: Int) {
         usleep(UInt32(milliseconds * 1000))
     }
@@ -88,8 +97,8 @@ public enum ProcessEnvironment {
 
     /// Writes one line with a single write(2), so concurrent lines never interleave
     /// and nothing waits in a buffer (stdout is a pipe under docker).
-    public static func writeLine(_ line: String, toStandardError: Bool = false) {
-        var text = line
+    public static func writeLine(_ line: consuming String, toStandardError: Bool = false) {
+        var text = line  // a line passed at its last use is moved here, not copied
         text.append("\n")
         text.withUTF8 { bytes in
             var offset = 0

@@ -59,12 +59,14 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
     }
 
     public var host: String {
-        var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
-        switch storage {
-        case .v4(var address): inet_ntop(AF_INET, &address.sin_addr, &text, socklen_t(text.count))
-        case .v6(var address): inet_ntop(AF_INET6, &address.sin6_addr, &text, socklen_t(text.count))
+        // Runs for every request (the access log's peer): no heap buffer.
+        withUnsafeTemporaryAllocation(of: CChar.self, capacity: Int(INET6_ADDRSTRLEN)) { text in
+            let result = switch storage {
+            case .v4(var address): inet_ntop(AF_INET, &address.sin_addr, text.baseAddress, socklen_t(text.count))
+            case .v6(var address): inet_ntop(AF_INET6, &address.sin6_addr, text.baseAddress, socklen_t(text.count))
+            }
+            return result.map { String(cString: $0) } ?? ""
         }
-        return String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     /// `1.2.3.4:80` or `[::1]:80`.

@@ -11,7 +11,7 @@ public struct Log: Sendable {
     /// Built by hand: it runs for every request.
     func access(_ record: RequestRecord) {
         var line = "{\"time\":\""
-        line.reserveCapacity(200 + record.path.utf8.count)
+        line.reserveCapacity(200 + record.path.utf8.count)  // and the newline writeLine adds
         line += ProcessEnvironment.timestamp()
         line += "\",\"method\":"
         JSON.appendString(record.method, to: &line)
@@ -22,7 +22,7 @@ public struct Log: Sendable {
         line += ",\"bytes\":"
         line += String(record.bodyBytes)
         line += ",\"duration_ms\":"
-        line += String(Double(record.durationNanoseconds / 1_000) / 1_000)
+        appendMilliseconds(record.durationNanoseconds, to: &line)
         line += ",\"peer\":"
         JSON.appendString(record.peer, to: &line)
         if record.termination != .completed {
@@ -32,6 +32,16 @@ public struct Log: Sendable {
         }
         line += "}"
         ProcessEnvironment.writeLine(line)
+    }
+
+    /// `12.345`: milliseconds with three decimals, without formatting a Double.
+    private func appendMilliseconds(_ nanoseconds: UInt64, to line: inout String) {
+        let microseconds = nanoseconds / 1_000
+        line += String(microseconds / 1_000)
+        let fraction = String(microseconds % 1_000)
+        line += "."
+        line += String(repeating: "0", count: 3 - fraction.utf8.count)
+        line += fraction
     }
 
     private func write(_ level: String, _ event: String, _ fields: [(String, JSON)]) {

@@ -23,6 +23,7 @@ public enum Server {
 
         // Before any thread starts, so that all of them inherit the mask.
         ProcessEnvironment.blockTerminationSignals()
+        ProcessEnvironment.mapLargeAllocations()
         let openFiles = ProcessEnvironment.raiseOpenFileLimit()
 
         guard let address = SocketAddress(host: config.host, port: config.port) else {

@@ -8,46 +8,55 @@ import Synchronization
 public final class UploadDirectory: Sendable {
     /// Absolute, resolved at start-up.
     public let path: String
-    private let current: Mutex<Directory?>
-    /// Temporary files that could not be removed when their upload failed (a
-    /// directory made read-only, say): removed as soon as that works again.
-    private let pendingRemovals = Mutex<[String]>([])
+    private struct State {
+        var current: Directory?
+        /// Temporary files that could not be removed when their upload failed (a
+        /// directory made read-only, say): removed as soon as that works again.
+        var pendingRemovals: [String] = []
+    }
+    private let state: Mutex<State>
 
     public init(path: String, opened: Directory) {
         self.path = path
-        current = Mutex(opened)
+        state = Mutex(State(current: opened))
     }
 
-    /// The directory at `path` now.
+    /// The directory at `path` now. Runs for every upload: one short lock, and
+    /// the stat(2) outside it.
     public func open() throws(SystemError) -> Directory {
-        let result: Result<Directory, SystemError> = current.withLock { current in
-            if let directory = current, directory.isCurrent { return .success(directory) }
-            do throws(SystemError) {
-                let directory = try Directory(path: path)
-                current = directory
-                return .success(directory)
-            } catch {
-                current = nil
-                return .failure(error)
-            }
+        let (known, pending) = state.withLock { state in
+            defer { state.pendingRemovals = [] }
+            return (state.current, state.pendingRemovals)
         }
-        let directory = try result.get()
-        retryRemovals(in: directory)
+        let directory: Directory
+        do {
+            directory = if let known, known.isCurrent { known } else { try reopen(replacing: known) }
+        } catch {
+            for name in pending { removeLater(name) }
+            throw error
+        }
+        for name in pending where !directory.removeIfUnlocked(name) && directory.exists(name) {
+            removeLater(name)
+        }
         return directory
     }
 
     func removeLater(_ name: String) {
-        pendingRemovals.withLock { $0.append(name) }
+        state.withLock { $0.pendingRemovals.append(name) }
     }
 
-    private func retryRemovals(in directory: Directory) {
-        let names = pendingRemovals.withLock { pending -> [String] in
-            defer { pending = [] }
-            return pending
-        }
-        guard !names.isEmpty else { return }
-        for name in names where !directory.removeIfUnlocked(name) && directory.exists(name) {
-            removeLater(name)
+    private func reopen(replacing stale: Directory?) throws(SystemError) -> Directory {
+        try state.withLock { state throws(SystemError) -> Directory in
+            // Another upload may have reopened it meanwhile.
+            if let current = state.current, current !== stale, current.isCurrent { return current }
+            do throws(SystemError) {
+                let directory = try Directory(path: path)
+                state.current = directory
+                return directory
+            } catch {
+                state.current = nil
+                throw error
+            }
         }
     }
 }

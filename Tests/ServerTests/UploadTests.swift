@@ -48,6 +48,53 @@ struct UploadTests {
         #expect(server.storedNames == ["a.bin", "b.bin", "empty.txt"])
     }
 
+    // Staged files are written in aligned 64 KiB blocks (the bytes past the last
+    // boundary wait for the next piece) and, past 1 MiB, get disk space reserved
+    // ahead: every size around a block must come out whole.
+    @Test(arguments: Staging.allCases)
+    func filesOfEverySizeAroundAWriteBlockArriveWhole(staging: Staging) throws {
+        let server = try TestServer(staging.arguments)
+        for size in [65_535, 65_536, 65_537, 131_071, 131_073, 1_048_575, 1_048_577, 3_000_001] {
+            let content = randomData(size)
+            let response = try server.client().upload(Multipart().file("size-\(size).bin", content))
+            #expect(response.status == 200)
+            #expect(server.contents(of: "size-\(size).bin") == content, "\(size) bytes")
+        }
+    }
+
+    @Test func aBodySentInSmallPiecesArrivesWhole() throws {
+        let server = try TestServer()
+        let content = randomData(400_000)
+        let form = Multipart().file("pieces.bin", content)
+        let connection = try server.client()
+        try connection.startUpload(form, sending: 0)
+        var offset = 0
+        while offset < form.body.count {  // pauses make the server read pieces of odd sizes
+            let end = min(offset + 7_919, form.body.count)
+            try connection.send(form.body.subdata(in: offset..<end))
+            offset = end
+            usleep(500)
+        }
+        #expect(try connection.readResponse()?.status == 200)
+        #expect(server.contents(of: "pieces.bin") == content)
+    }
+
+    @Test func spaceReservedAheadOfAFileIsGivenBack() throws {
+        // Each file past 1 MiB has space reserved 8 MiB ahead of its bytes.
+        let server = try TestServer()
+        let first = randomData(3_000_000), second = randomData(2_000_000)
+        let response = try server.client().upload(Multipart().file("first.bin", first).file("second.bin", second))
+        #expect(response.status == 200)
+        #expect(server.contents(of: "first.bin") == first)
+        #expect(server.contents(of: "second.bin") == second)
+        for (name, size) in [("first.bin", 3_000_000), ("second.bin", 2_000_000)] {
+            var status = stat()
+            #expect(stat(server.uploadDirectory.appendingPathComponent(name).path, &status) == 0)
+            #expect(Int(status.st_size) == size)
+            #expect(Int(status.st_blocks) * 512 < size + 500_000, "\(name) keeps \(status.st_blocks * 512) bytes of disk")
+        }
+    }
+
     @Test func contentThatLooksLikeABoundaryIsKept() throws {
         let server = try TestServer()
         let form = Multipart(boundary: "XyZ")
