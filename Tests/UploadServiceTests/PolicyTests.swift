@@ -72,7 +72,7 @@ import Testing
         #expect(config.uploadDirectory == "./upload")
         #expect(config.maxUploadSize == 1 << 30)
         #expect(config.onConflict == .overwrite)
-        #expect(config.threads == 4)
+        #expect(config.threads == 16)  // 4 per processor
         #expect(config.token == nil)
         #expect(config.idleTimeoutSeconds == 30)
         #expect(config.shutdownGraceSeconds < 10)
