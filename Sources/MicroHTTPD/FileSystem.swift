@@ -239,7 +239,7 @@ public enum Staging: Sendable, Equatable, CustomStringConvertible {
 /// Writes reach the file in whole `blockSize` blocks where a chunk crosses a block
 /// boundary: the bytes past the last boundary wait (copied) for the next chunk.
 /// The page cache takes aligned writes in large folios; the post-processor's
-/// pieces are not aligned (57,482 bytes each here), and writing them as they
+/// pieces are not aligned (122,772 bytes each here), and writing them as they
 /// came cost about 20 % more kernel time per gigabyte, far more than the copy.
 /// Files smaller than one block are written as they come and never copied.
 ///
