@@ -246,8 +246,9 @@ public enum Staging: Sendable, Equatable, CustomStringConvertible {
 /// Past its first MiB, a file also gets disk space allocated ahead of its bytes,
 /// 8 MiB at a time (fallocate, beyond its end): writes into allocated space skip
 /// ext4's delayed-allocation bookkeeping, a quarter less kernel time per gigabyte
-/// here. Only bytes received earn space, so a client cannot claim disk it does
-/// not fill; what is left over goes back when the file is published or dropped.
+/// here. Space follows the bytes received: a client holds at most 8 MiB beyond
+/// what it sent, and what is left over goes back when the file is published or
+/// dropped.
 public final class StagedFile {
     static let blockSize = 64 * 1024
     static let reservationStart = 1 << 20
