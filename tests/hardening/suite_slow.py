@@ -109,6 +109,15 @@ async def _run(binary: str, options) -> None:
         health = {"n": 0, "bad": [], "worst": 0.0}
         uploads = {"n": 0, "bad": [], "worst": 0.0}
 
+        def record(stats: dict, ok: bool, detail: str, t0: float, label: str = "") -> float:
+            """Counts one request; a failure or an answer slower than 1 s is kept."""
+            latency = time.monotonic() - t0
+            stats["n"] += 1
+            stats["worst"] = max(stats["worst"], latency)
+            if not ok or latency > 1.0:
+                stats["bad"].append(f"{label}{detail} in {latency:.2f}s")
+            return latency
+
         async def health_loop() -> None:
             while not stop.is_set():
                 t0 = time.monotonic()
@@ -121,11 +130,7 @@ async def _run(binary: str, options) -> None:
                     detail = f"status {response.status}"
                 except Exception as error:  # noqa: BLE001
                     ok, detail = False, f"{type(error).__name__}: {error}"
-                latency = time.monotonic() - t0
-                health["n"] += 1
-                health["worst"] = max(health["worst"], latency)
-                if not ok or latency > 1.0:
-                    health["bad"].append(f"{detail} in {latency:.2f}s")
+                record(health, ok, detail, t0)
                 await asyncio.sleep(0.25)
 
         async def upload_loop() -> None:
@@ -148,11 +153,7 @@ async def _run(binary: str, options) -> None:
                     detail = f"status {response.status}"
                 except Exception as error:  # noqa: BLE001
                     ok, detail = False, f"{type(error).__name__}: {error}"
-                latency = time.monotonic() - t0
-                uploads["n"] += 1
-                uploads["worst"] = max(uploads["worst"], latency)
-                if not ok or latency > 1.0:
-                    uploads["bad"].append(f"{name}: {detail} in {latency:.2f}s")
+                latency = record(uploads, ok, detail, t0, f"{name}: ")
                 await asyncio.sleep(max(0.0, 1.0 - latency))
 
         # ---- greedy single requests
