@@ -47,21 +47,22 @@ async def _run(binary: str, options) -> None:
             f"server --timeout {IDLE_TIMEOUT} --max-upload-size {LIMIT}")
 
         # ---- the attackers
-        async def slowloris(index: int) -> str:
+        async def drip(start: bytes, next_byte) -> str:
+            """Sends `start`, then `next_byte(n)` every DRIP seconds until the end of
+            the attack: "held", or "closed" when the server closed first."""
             try:
                 reader, writer = await aio.open_conn(port, 10)
             except (OSError, asyncio.TimeoutError):
                 return "connect-failed"
             try:
-                writer.write(f"POST /upload HTTP/1.1\r\nHost: {HOST}\r\n".encode())
+                writer.write(start)
                 await writer.drain()
-                header = f"X-Slow-{index}: " + "a" * 1000
                 position = 0
                 while not stop.is_set():
                     await asyncio.sleep(DRIP + rng.random() * 0.2)
                     if reader.at_eof():
                         return "closed"
-                    writer.write(header[position % len(header)].encode())
+                    writer.write(next_byte(position))
                     position += 1
                     await writer.drain()
                 return "held"
@@ -70,28 +71,16 @@ async def _run(binary: str, options) -> None:
             finally:
                 aio.abort(writer)
 
+        async def slowloris(index: int) -> str:
+            header = f"X-Slow-{index}: " + "a" * 1000
+            return await drip(f"POST /upload HTTP/1.1\r\nHost: {HOST}\r\n".encode(),
+                              lambda position: header[position % len(header)].encode())
+
         async def slow_body(index: int) -> str:
             boundary = f"slow-{index}"
             head = b"".join(bytes(p) for p in multipart_pieces([Part("file", f"slow-{index}.bin", b"")], boundary))
             part_head = head[:head.index(b"\r\n--" + boundary.encode() + b"--")]
-            try:
-                reader, writer = await aio.open_conn(port, 10)
-            except (OSError, asyncio.TimeoutError):
-                return "connect-failed"
-            try:
-                writer.write(upload_head(port, len(part_head) + 100_000, boundary) + part_head)
-                await writer.drain()
-                while not stop.is_set():
-                    await asyncio.sleep(DRIP + rng.random() * 0.2)
-                    if reader.at_eof():
-                        return "closed"
-                    writer.write(b"z")
-                    await writer.drain()
-                return "held"
-            except (OSError, ConnectionError):
-                return "closed"
-            finally:
-                aio.abort(writer)
+            return await drip(upload_head(port, len(part_head) + 100_000, boundary) + part_head, lambda _: b"z")
 
         async def stalled_body(index: int) -> tuple[str, float]:
             boundary = f"stall-{index}"
