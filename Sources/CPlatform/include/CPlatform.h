@@ -1,0 +1,21 @@
+#ifndef UPLOAD_SERVER_CPLATFORM_H
+#define UPLOAD_SERVER_CPLATFORM_H
+
+// What the Platform module needs from C that Swift's Glibc module does not give.
+
+#include <malloc.h>  // mallopt
+#include <sys/types.h>
+
+// glibc declares fallocate(2) only under _GNU_SOURCE, which Swift's Glibc module
+// is not built with.
+int fallocate(int fd, int mode, off_t offset, off_t len);
+
+// The version and revision this binary was built from. scripts/swift writes
+// them into version.generated.h (from scripts/version: the git tag, or
+// 0.0.0-dev+<sha>); a build without it says "0.0.0-dev" and "unknown". C
+// functions rather than a Swift constant: a new version recompiles one C file,
+// not every Swift module.
+const char *upload_server_version(void);
+const char *upload_server_revision(void);
+
+#endif
