@@ -1,0 +1,474 @@
+#!/usr/bin/env python3
+"""The upload page (GET /) in a real browser: headless Debian chromium driven by selenium.
+
+Run through tests/browser/run, which installs what is missing and builds the
+binary; or directly: python3 tests/browser/page_test.py --binary PATH [--screenshot].
+Prints PASS/FAIL lines; the last line is `browser: N passed, M failed`.
+
+Loopback only: the servers listen on 127.0.0.1, and chromium runs with its
+background networking off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import traceback
+import urllib.parse
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "tests", "hardening"))
+
+from common import HOST, MiB, REPORT, Server, Workspace, exception_text, file_sha256, request, temp_files  # noqa: E402
+
+from selenium import webdriver  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+
+LIMIT = 64 * MiB
+LIMIT_TEXT = "64 MiB"
+TOKEN = "browser-test-token"
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+# Throttled so that a 40 MiB upload takes several seconds: long enough to watch its bar.
+SLOW_BYTES_PER_SECOND = 6 * MiB
+
+# Every file row of the page, as the test reads it.
+ROWS_JS = """
+return Array.from(document.querySelectorAll('#files .file')).map((li) => ({
+  name: li.querySelector('.file-name').textContent,
+  state: li.dataset.state,
+  status: li.querySelector('.file-status').textContent,
+  storedName: li.dataset.storedName || null,
+  storedSize: li.dataset.storedSize === undefined ? null : Number(li.dataset.storedSize),
+  value: li.querySelector('progress').value,
+  max: li.querySelector('progress').max,
+  cancellable: li.querySelector('button.cancel') !== null,
+}));
+"""
+
+# Drops files made in the page on the drop zone, as a drag from the desktop would.
+DROP_JS = """
+const [names, text] = arguments;
+const transfer = new DataTransfer();
+for (const name of names) transfer.items.add(new File([text], name, { type: 'text/plain' }));
+const zone = document.getElementById('drop-zone');
+zone.dispatchEvent(new DragEvent('dragenter', { dataTransfer: transfer, bubbles: true, cancelable: true }));
+const highlighted = zone.classList.contains('dragging');
+zone.dispatchEvent(new DragEvent('dragover', { dataTransfer: transfer, bubbles: true, cancelable: true }));
+zone.dispatchEvent(new DragEvent('drop', { dataTransfer: transfer, bubbles: true, cancelable: true }));
+return highlighted;
+"""
+
+# Controls without an accessible name (a label, aria-label or text).
+UNLABELLED_JS = """
+return Array.from(document.querySelectorAll('input, button, progress, select, textarea'))
+  .filter((el) => !(el.labels && el.labels.length) && !el.getAttribute('aria-label') && !el.textContent.trim())
+  .map((el) => el.outerHTML.slice(0, 80));
+"""
+
+FINAL = ("done", "error", "cancelled")
+
+
+def check(name: str, ok: bool, detail: str = "") -> bool:
+    """A PASS/FAIL line; the detail only on failure."""
+    return REPORT.check(name, ok, "" if ok else detail)
+
+
+class Browser:
+    """One headless chromium with the performance log on (every request it makes)."""
+
+    def __init__(self, scripts: bool = True) -> None:
+        options = webdriver.ChromeOptions()
+        options.binary_location = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+        for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                     "--window-size=900,760", "--no-first-run", "--no-default-browser-check",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                     "--disable-default-apps", "--disable-extensions", "--lang=en-US"):
+            options.add_argument(flag)
+        if not scripts:
+            options.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2})
+        options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
+        service = Service(executable_path=os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver"))
+        self.driver = webdriver.Chrome(options=options, service=service)
+        self.driver.set_script_timeout(30)
+        self.requests: list[str] = []  # every URL the browser asked for
+        self.console: list[str] = []
+
+    def quit(self) -> None:
+        self.driver.quit()
+
+    def drain_logs(self) -> None:
+        for entry in self.driver.get_log("performance"):
+            message = json.loads(entry["message"])["message"]
+            if message.get("method") == "Network.requestWillBeSent":
+                self.requests.append(message["params"]["request"]["url"])
+        self.console += [entry["message"] for entry in self.driver.get_log("browser")]
+
+    def throttle(self, bytes_per_second: int | None) -> None:
+        self.driver.execute_cdp_cmd("Network.enable", {})
+        self.driver.execute_cdp_cmd("Network.emulateNetworkConditions", {
+            "offline": False, "latency": 0, "downloadThroughput": -1,
+            "uploadThroughput": bytes_per_second if bytes_per_second else -1})
+
+    def rows(self) -> list[dict]:
+        return self.driver.execute_script(ROWS_JS)
+
+    def pick(self, *paths: str) -> None:
+        self.driver.find_element(By.ID, "file-input").send_keys("\n".join(paths))
+
+    def wait_rows(self, first: int, count: int, timeout: float, states=FINAL) -> list[dict]:
+        """Rows first..first+count once they all are in one of `states` (or as they are at the deadline)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = self.rows()[first:first + count]
+            if (len(rows) == count and all(r["state"] in states for r in rows)) or time.monotonic() > deadline:
+                return rows
+            time.sleep(0.05)
+
+
+def make_file(path: str, size: int, rng: random.Random) -> str:
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            block = min(left, 4 * MiB)
+            f.write(rng.randbytes(block))
+            left -= block
+    return path
+
+
+def stored(upload_dir: str) -> list[str]:
+    return sorted(n for n in os.listdir(upload_dir) if not n.startswith(".upload-"))
+
+
+def puts(server: Server, name: str) -> list[int | None]:
+    """The statuses of the server's access-log lines for PUT /upload/<name>."""
+    paths = {"/upload/" + name, "/upload/" + urllib.parse.quote(name)}
+    return [e.get("status") for e in server.access_log() if e.get("method") == "PUT" and e.get("path") in paths]
+
+
+def wait_for(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+# --------------------------------------------------------------------------- checks
+
+def assets_current() -> None:
+    result = subprocess.run([os.path.join(ROOT, "scripts", "web-assets"), "--check"],
+                            capture_output=True, text=True)
+    check("WebAssets.swift is what scripts/web-assets makes of web/", result.returncode == 0,
+          (result.stdout + result.stderr).strip())
+
+
+def headers(port: int) -> None:
+    for path, media in (("/", "text/html"), ("/app.js", "text/javascript"), ("/app.css", "text/css")):
+        response = request(port, "GET", path)
+        h = {k.lower(): v for k, v in response.headers.items()}
+        check(f"GET {path}: 200 {media} with the CSP, nosniff and no-referrer",
+              response.status == 200 and h.get("content-type", "").startswith(media)
+              and h.get("content-security-policy") == CSP and h.get("x-content-type-options") == "nosniff"
+              and h.get("referrer-policy") == "no-referrer",
+              f"{response.status} {h}")
+        if path == "/":
+            body = response.body.decode()
+            check("GET /: placeholders filled in", "{{" not in body
+                  and f'data-max-upload-size="{LIMIT}"' in body and 'data-token-required="false"' in body
+                  and LIMIT_TEXT in body, body[:400])
+
+
+def three_at_once(browser: Browser, files: dict[str, str], upload_dir: str, big: str) -> None:
+    driver = browser.driver
+    check("the size limit is shown before anything is sent",
+          driver.find_element(By.ID, "limit-text").text == LIMIT_TEXT
+          and not browser.rows(), driver.find_element(By.ID, "limit-text").text)
+    check("no token is asked for", not driver.find_element(By.ID, "token-form").is_displayed())
+
+    browser.throttle(SLOW_BYTES_PER_SECOND)
+    browser.pick(*files.values())
+    samples: list[float] = []
+    texts: set[str] = set()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        rows = browser.rows()
+        row = next((r for r in rows if r["name"] == big), None)
+        if row and row["state"] == "uploading":
+            samples.append(row["value"] / row["max"])
+            texts.add(row["status"])
+        if len(rows) == 3 and all(r["state"] in FINAL for r in rows):
+            break
+        time.sleep(0.1)
+    browser.throttle(None)
+    between = sorted({round(s, 3) for s in samples if 0 < s < 1})
+    REPORT.info(f"{len(samples)} samples of the large file's bar, {len(between)} between 0 and 1")
+    check("the large file's bar moved through intermediate values", len(between) >= 3
+          and samples == sorted(samples), f"{len(samples)} samples, {len(between)} between 0 and 1: {between[:12]}")
+    check("its text gives bytes and percent while it runs",
+          any(t.endswith(" %)") and " MiB of 40 MiB (" in t for t in texts), sorted(texts)[:4])
+
+    rows = {r["name"]: r for r in browser.rows()}
+    for name, path in files.items():
+        row = rows.get(name, {})
+        size = os.path.getsize(path)
+        check(f"result: {name!r} stored as itself, {size} bytes",
+              row.get("state") == "done" and row.get("storedName") == name and row.get("storedSize") == size
+              and name in row.get("status", "") and not row.get("cancellable"), str(row))
+        on_disk = os.path.join(upload_dir, name)
+        check(f"disk: {name!r} has the same sha256",
+              os.path.isfile(on_disk) and file_sha256(on_disk) == file_sha256(path))
+    check("disk: nothing else stored, no temporary file left",
+          stored(upload_dir) == sorted(files) and not temp_files(upload_dir), str(os.listdir(upload_dir)))
+
+
+def too_large(browser: Browser, server: Server, upload_dir: str, path: str) -> None:
+    driver = browser.driver
+    name = os.path.basename(path)
+    first = len(browser.rows())
+    browser.pick(path)
+    row = (browser.wait_rows(first, 1, 10) or [{}])[0]
+    message = f"Too large: the limit is {LIMIT_TEXT}."
+    check("client side: a file over the limit is refused with the limit", row.get("state") == "error"
+          and row.get("status") == message, str(row))
+    time.sleep(0.5)
+    browser.drain_logs()
+    check("client side: ... without a request", not any(name in urllib.parse.unquote(u) for u in browser.requests)
+          and not puts(server, name), str(puts(server, name)))
+
+    # The server's own refusal: the page is told there is no limit, so it sends the file.
+    driver.execute_script("document.getElementById('app').dataset.maxUploadSize = '0';")
+    browser.pick(path)
+    row = (browser.wait_rows(first + 1, 1, 60) or [{}])[0]
+    driver.execute_script(f"document.getElementById('app').dataset.maxUploadSize = '{LIMIT}';")
+    check("server side: 413 is shown as too large, with the limit",
+          row.get("state") == "error" and row.get("status") == message and 413 in puts(server, name),
+          f"{row} statuses {puts(server, name)}")
+    check("server side: nothing stored", name not in stored(upload_dir) and not temp_files(upload_dir))
+
+
+def cancel(browser: Browser, upload_dir: str, path: str) -> None:
+    name = os.path.basename(path)
+    first = len(browser.rows())
+    browser.throttle(MiB)
+    browser.pick(path)
+    running = wait_for(lambda: (browser.rows()[first:] or [{}])[0].get("value", 0) > 0, 20)
+    browser.driver.find_element(By.CSS_SELECTOR, f"#files .file:nth-child({first + 1}) button.cancel").click()
+    row = (browser.wait_rows(first, 1, 10) or [{}])[0]
+    browser.throttle(None)
+    check("cancel: a file in progress stops and says so",
+          running and row.get("state") == "cancelled" and row.get("status") == "Cancelled.", str(row))
+    check("cancel: nothing stored, no temporary file left",
+          wait_for(lambda: name not in stored(upload_dir) and not temp_files(upload_dir), 10),
+          str(os.listdir(upload_dir)))
+
+
+def drop(browser: Browser, upload_dir: str) -> None:
+    first = len(browser.rows())
+    text = "dropped on the page\n"
+    highlighted = browser.driver.execute_script(DROP_JS, ["dropped one.txt", "dropped two.txt"], text)
+    rows = browser.wait_rows(first, 2, 20)
+    check("drag and drop: the drop zone lights up, both files are stored", highlighted
+          and [r.get("storedName") for r in rows] == ["dropped one.txt", "dropped two.txt"], str(rows))
+    for name in ("dropped one.txt", "dropped two.txt"):
+        with open(os.path.join(upload_dir, name), "rb") as f:
+            check(f"drag and drop: {name!r} holds what was dropped", f.read() == text.encode())
+
+
+def keyboard(browser: Browser) -> None:
+    driver = browser.driver
+    driver.refresh()
+    reached = False
+    for _ in range(8):
+        ActionChains(driver).send_keys(Keys.TAB).perform()
+        if driver.switch_to.active_element.get_attribute("id") == "file-input":
+            reached = True
+            break
+    outline = driver.execute_script(
+        "const s = getComputedStyle(document.activeElement); return [s.outlineStyle, s.outlineWidth];")
+    check("keyboard: Tab reaches the file picker, with a visible focus ring",
+          reached and outline[0] != "none" and outline[1] != "0px", str(outline))
+    unlabelled = driver.execute_script(UNLABELLED_JS)
+    check("every control has a label", not unlabelled, str(unlabelled))
+
+
+def phone(browser: Browser) -> None:
+    driver = browser.driver
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": 360, "height": 740, "deviceScaleFactor": 2, "mobile": True})
+    widths = driver.execute_script(
+        "return [document.documentElement.scrollWidth, window.innerWidth,"
+        " document.getElementById('file-input').getBoundingClientRect().right];")
+    driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    check("phone-sized screen (360 px): no sideways scrolling, the picker fits",
+          widths[0] <= widths[1] and widths[2] <= widths[1], str(widths))
+
+
+def unreachable(browser: Browser, server: Server, path: str) -> None:
+    first = len(browser.rows())
+    server.stop()
+    browser.pick(path)
+    row = (browser.wait_rows(first, 1, 20) or [{}])[0]
+    check("a stopped server is reported as unreachable",
+          row.get("state") == "error" and row.get("status") == "Server unreachable.", str(row))
+
+
+def own_origin_only(browser: Browser, origins: list[str]) -> None:
+    browser.drain_logs()
+    others = [u for u in browser.requests
+              if not (u.startswith("data:") or any(u.startswith(origin + "/") for origin in origins))]
+    check("no request to any other origin", bool(browser.requests) and not others,
+          f"{len(browser.requests)} requests; others: {others[:5]}")
+    violations = [m for m in browser.console if "Content Security Policy" in m]
+    check("no Content-Security-Policy violation", not violations, str(violations[:3]))
+
+
+def token_mode(browser: Browser, server: Server, upload_dir: str, path: str) -> None:
+    driver = browser.driver
+    name = os.path.basename(path)
+    driver.get(f"http://{HOST}:{server.port}/")
+    form = driver.find_element(By.ID, "token-form")
+    check("token: the page asks for the token, the limit is shown", form.is_displayed()
+          and driver.switch_to.active_element.get_attribute("id") == "token-input"
+          and driver.find_element(By.ID, "limit-text").text == LIMIT_TEXT)
+
+    browser.pick(path)
+    row = (browser.wait_rows(0, 1, 5, states=("token",)) or [{}])[0]
+    time.sleep(0.3)
+    check("token: a file picked first waits for the token, unsent",
+          row.get("state") == "token" and not puts(server, name), f"{row} {puts(server, name)}")
+
+    field = driver.find_element(By.ID, "token-input")
+    field.send_keys("wrong-token", Keys.ENTER)
+    wait_for(lambda: 401 in puts(server, name) and form.is_displayed(), 10)
+    message = driver.find_element(By.ID, "token-message").text
+    check("token: a wrong token is refused and asked for again",
+          401 in puts(server, name) and form.is_displayed() and "not accepted" in message
+          and browser.rows()[0]["state"] == "token", f"{message!r} {browser.rows()}")
+
+    driver.find_element(By.ID, "token-input").send_keys(TOKEN, Keys.ENTER)
+    row = (browser.wait_rows(0, 1, 20) or [{}])[0]
+    on_disk = os.path.join(upload_dir, name)
+    check("token: with the right token the waiting file is sent and stored", row.get("state") == "done"
+          and os.path.isfile(on_disk) and file_sha256(on_disk) == file_sha256(path), str(row))
+    check("token: kept in sessionStorage (this tab only)",
+          driver.execute_script("return sessionStorage.getItem('upload-token');") == TOKEN
+          and driver.execute_script("return localStorage.length;") == 0)
+
+    driver.refresh()
+    check("token: after a reload it is not asked again", not driver.find_element(By.ID, "token-form").is_displayed()
+          and driver.find_element(By.ID, "token-set").is_displayed())
+    browser.pick(path)
+    row = (browser.wait_rows(0, 1, 20) or [{}])[0]
+    check("token: uploads keep working; a name that exists is reported (--on-conflict reject)",
+          row.get("state") == "error" and row.get("status") == "A file with this name already exists."
+          and puts(server, name)[-1] == 409, f"{row} {puts(server, name)}")
+
+
+def without_javascript(port: int, upload_dir: str, path: str) -> None:
+    browser = Browser(scripts=False)
+    try:
+        driver = browser.driver
+        driver.get(f"http://{HOST}:{port}/")
+        driver.find_element(By.ID, "file-input").send_keys(path)
+        driver.find_element(By.ID, "upload-button").click()
+        wait_for(lambda: '"files"' in driver.find_element(By.TAG_NAME, "body").text, 20)
+        text = driver.find_element(By.TAG_NAME, "body").text
+        name = os.path.basename(path)
+        on_disk = os.path.join(upload_dir, name)
+        check("without JavaScript the plain form uploads", name in text and os.path.isfile(on_disk)
+              and file_sha256(on_disk) == file_sha256(path), text[:200])
+    finally:
+        browser.quit()
+
+
+# --------------------------------------------------------------------------- main
+
+def run(args: argparse.Namespace, workspace: Workspace) -> None:
+    rng = random.Random(args.seed)
+    sources = workspace.path("sources")
+    os.makedirs(sources)
+    files = {
+        "résumé final.txt": make_file(os.path.join(sources, "résumé final.txt"), 3000, rng),
+        "photo.jpg": make_file(os.path.join(sources, "photo.jpg"), 700 * 1024, rng),
+        "archive.tar": make_file(os.path.join(sources, "archive.tar"), 40 * MiB, rng),
+    }
+    over = os.path.join(sources, "too-large.bin")
+    with open(over, "wb") as f:
+        f.truncate(LIMIT + 1)  # sparse: only its size matters
+    cancelled = make_file(os.path.join(sources, "cancelled.bin"), 16 * MiB, rng)
+    plain = make_file(os.path.join(sources, "no script.txt"), 2000, rng)
+    late = make_file(os.path.join(sources, "late.txt"), 100, rng)
+
+    assets_current()
+    upload_dir = workspace.path("upload")
+    server = Server(args.binary, upload_dir, ["--max-upload-size", "64MiB"], workdir=workspace.root).start()
+    origin = f"http://{HOST}:{server.port}"
+    headers(server.port)
+    browser = Browser()
+    try:
+        browser.driver.get(origin + "/")
+        three_at_once(browser, files, upload_dir, "archive.tar")
+        if args.screenshot:
+            shot = os.path.join(ROOT, "docs", "screenshot.png")
+            os.makedirs(os.path.dirname(shot), exist_ok=True)
+            browser.driver.save_screenshot(shot)
+            REPORT.info(f"screenshot: {shot}")
+        too_large(browser, server, upload_dir, over)
+        cancel(browser, upload_dir, cancelled)
+        drop(browser, upload_dir)
+        phone(browser)
+        keyboard(browser)
+        without_javascript(server.port, upload_dir, plain)
+        unreachable(browser, server, late)
+
+        token_dir = workspace.path("upload-token")
+        token_server = Server(args.binary, token_dir, ["--max-upload-size", "64MiB", "--token", TOKEN,
+                                                       "--on-conflict", "reject"],
+                              workdir=workspace.root, name="token-server").start()
+        token_mode(browser, token_server, token_dir, files["résumé final.txt"])
+        own_origin_only(browser, [origin, f"http://{HOST}:{token_server.port}"])
+        token_server.stop()
+    finally:
+        browser.quit()
+        server.stop()
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="tests/browser/run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--binary", default=os.environ.get("UPLOAD_SERVER_BIN"), help="the upload-server binary")
+    parser.add_argument("--screenshot", action="store_true", help="save docs/screenshot.png after the three uploads")
+    parser.add_argument("--seed", type=int, default=20261201, help="seed of the test files' bytes")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = parser.parse_args(argv)
+    if not args.binary or not os.access(args.binary, os.X_OK):
+        parser.error(f"not an executable: {args.binary}")
+    args.binary = os.path.abspath(args.binary)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    REPORT.suite = "browser"
+    workspace = Workspace("browser", keep=args.keep)
+    try:
+        run(args, workspace)
+    except Exception as error:  # noqa: BLE001 - a crash is a failed check
+        traceback.print_exc()
+        check("the test ran to the end", False, exception_text(error))
+    finally:
+        workspace.cleanup()
+    print(f"browser: {REPORT.passed} passed, {REPORT.failed} failed", flush=True)
+    return 1 if REPORT.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
