@@ -20,7 +20,7 @@ sys.path.insert(0, HERE)
 
 from common import REPORT, exception_text  # noqa: E402
 
-SUITES = ["load", "soak", "faults", "fuzz", "slow"]
+SUITES = ["load", "soak", "faults", "fuzz", "slow", "multi"]
 
 
 def env_int(name: str, default: int) -> int:
@@ -120,7 +120,7 @@ def main(argv: list[str]) -> int:
         print(f"  failed: {failure}")
     for warning in REPORT.warnings:
         print(f"  known issue: {warning}")
-    keys = ["connections held", "soak uploads", "soak memory", "soak descriptors", "fuzz cases"]
+    keys = ["connections held", "soak uploads", "soak memory", "soak descriptors", "fuzz cases", "multi"]
     figures = [f"{key}: {REPORT.figures[key]}" for key in keys if key in REPORT.figures]
     if figures:
         print("figures: " + "; ".join(figures))
