@@ -59,14 +59,19 @@ WORKDIR /src
 # Swift files out: the manifest only needs the folders to exist), then the
 # sources: editing a Swift file reruns the Swift build only.
 COPY Package.swift ./
+COPY scripts/swift scripts/version ./scripts/
 COPY Tests ./Tests
 COPY Sources ./Sources
+# The version the binary prints (scripts/version takes these: the build has no
+# .git). scripts/image passes both; a plain `docker build` says 0.0.0-dev.
+ARG VERSION=0.0.0-dev
+ARG REVISION=unknown
 # --static-swift-stdlib with -static-executable: one binary that needs no
 # shared library, not even glibc's (no NSS use: the server and its healthcheck
 # take IP literals only). `--show-bin-path` keeps this free of the target
 # triple, so the same file builds natively on arm64.
 RUN set -eux; \
-    swift build -c release --product upload-server \
+    VERSION="$VERSION" REVISION="$REVISION" scripts/swift build -c release --product upload-server \
         --static-swift-stdlib -Xswiftc -static-executable; \
     bin="$(swift build -c release --product upload-server --show-bin-path)"; \
     mkdir -p /out/upload; \
@@ -74,9 +79,28 @@ RUN set -eux; \
     strip /out/upload-server; \
     /out/upload-server --version; \
     if ldd /out/upload-server >/dev/null 2>&1; then echo "not a static executable" >&2; exit 1; fi
+# What went into the binary, as the release's SBOM (scripts/lib/sbom.py) and
+# THIRD_PARTY_NOTICES.md name it: key=value lines, read from this builder.
+RUN set -eu; \
+    mkdir -p /out/licenses; \
+    { \
+        /out/upload-server --version | sed -n 's/^upload-server \([^ ]*\) (\([^)]*\))$/upload-server=\1\nrevision=\2/p'; \
+        echo "architecture=$(dpkg --print-architecture)"; \
+        echo "libmicrohttpd=$(pkg-config --modversion libmicrohttpd)"; \
+        echo "libmicrohttpd-debian=$LIBMICROHTTPD_VERSION"; \
+        echo "glibc=$(dpkg-query -W -f='${Version}' libc6-dev)"; \
+        dpkg-query -W -f='${Package}=${Version}\n' 'libstdc++-*-dev' 'libgcc-*-dev'; \
+        echo "swift=$(swift --version 2>&1 | sed -n 's/.*Swift version \([^ ]*\).*/\1/p')"; \
+    } > /out/licenses/components.txt; \
+    cat /out/licenses/components.txt; \
+    grep -q '^upload-server=' /out/licenses/components.txt
 
 FROM scratch
 COPY --from=build /out/upload-server /upload-server
+# The licenses of everything in the binary (THIRD_PARTY_NOTICES.md says which
+# applies to what) and the component versions the build recorded.
+COPY LICENSE THIRD_PARTY_NOTICES.md licenses/ /licenses/
+COPY --from=build /out/licenses/components.txt /licenses/
 # /out/upload is empty: the copy creates /upload owned by the service's user,
 # which a named volume mounted there inherits.
 COPY --from=build --chown=10001:10001 /out/upload /upload
@@ -91,14 +115,14 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=5s --retries=3 \
     CMD ["/upload-server", "healthcheck"]
 ENTRYPOINT ["/upload-server"]
 
-# Last, so that a new version or revision changes nothing but this metadata.
-ARG VERSION=dev
+# The same values as the build stage's.
+ARG VERSION=0.0.0-dev
 ARG REVISION=unknown
 # The repository's URL (scripts/image derives it from the git remote "origin").
 ARG SOURCE_URL=
 LABEL org.opencontainers.image.title="upload-server" \
       org.opencontainers.image.description="File-upload HTTP service: POST /upload (multipart field file), GET /healthz; Swift on GNU libmicrohttpd, static binary on scratch" \
       org.opencontainers.image.source="${SOURCE_URL}" \
-      org.opencontainers.image.licenses="MIT" \
+      org.opencontainers.image.licenses="MIT AND LGPL-2.1-or-later AND GPL-3.0-or-later WITH GCC-exception-3.1 AND Apache-2.0 WITH Swift-exception" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}"

@@ -1,24 +1,41 @@
 # shellcheck shell=bash
-# Image names, tags and the version label for a git ref: the one place that
-# computes them, for the GitHub workflow and for scripts/rehearse-publish alike.
+# Image names, tags and versions for a git ref: the one place that computes
+# them, for the GitHub workflow and for scripts/rehearse-publish alike.
 # Sourced after lib/docker-engine.sh (for die) by scripts/image. No Docker here.
 #
 #   image_name REGISTRY OWNER/REPO   -> registry/owner/repo, lower-cased
-#   ref_version REF                  -> 1.2.3 | main | feature-x | pr-12
-#   ref_tags REF SHA                 -> one tag a line, the commit's first
+#   ref_version REF                  -> 1.2.3 | main | feature-x | pr-12 (a Docker tag)
+#   ref_build_version REF SHA        -> what the binary prints and the version
+#                                       label say: 1.2.3, 1.2.3-rc.1, or
+#                                       0.0.0-dev+<short sha> (as scripts/version)
+#   ref_is_release REF               -> succeeds for refs/tags/vX.Y.Z (no pre-release)
+#   ref_tags REF SHA [TAG...]        -> one tag a line; TAGs are the repository's
+#                                       other tags (git tag), for the moving tags
 #
 # Tags for a ref (SHA is the full 40-hex commit):
-#   refs/heads/main        SHA, main, latest   (IMAGE_LATEST_BRANCH: main)
-#   refs/heads/feature/x   SHA, feature-x
-#   refs/tags/v1.2.3       SHA, 1.2.3, 1.2, 1
-#   refs/tags/v1.2.3-rc.1  SHA, 1.2.3-rc.1     (pre-release or build metadata:
-#                                               no 1.2, no 1, never latest)
-#   refs/tags/other        SHA, other          (a "v" before a digit is dropped)
+#   refs/heads/main        SHA, main
+#   refs/heads/feature/x   SHA, feature-x      (manual runs on a branch)
+#   refs/tags/v1.2.3       1.2.3, 1.2, 1, latest
+#   refs/tags/v0.4.1       0.4.1, 0.4, latest  (no "0": 0.x releases make no
+#                                               promise across minor versions)
+#   refs/tags/v1.2.3-rc.1  1.2.3-rc.1          (a pre-release: nothing moves)
+#   refs/tags/other        other               (a "v" before a digit is dropped)
 #   refs/pull/12/merge     SHA, pr-12          (built, never pushed)
+# `latest` and the moving X and X.Y tags come from releases only, and only move
+# forward: a release takes X.Y when no release tag among TAGs is a later X.Y.*,
+# X when none is a later X.*, latest when none is later at all (so v1.1.5
+# published after v1.2.0 gets 1.1.5 and 1.1, nothing else). The commit
+# tag comes from branch builds only: a tag build of the same commit prints
+# another version, so it is another image, and one commit tag must name one
+# image.
 # A branch or tag name becomes a Docker tag ([A-Za-z0-9_][A-Za-z0-9_.-]{0,127}):
 # every other character turns into "-", leading "." and "-" go, and it is cut
 # to 120 characters so that the per-architecture tag "<version>-arm64" fits
 # in 128.
+
+# vX.Y.Z[-pre-release], as scripts/version reads tags: groups 1-3 are X, Y, Z,
+# group 4 the pre-release with its "-".
+release_tag_pattern='^v(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z.-]+)?$'
 
 publish_lower() { printf '%s' "$1" | tr '[:upper:]' '[:lower:]'; }
 
@@ -72,15 +89,50 @@ ref_version() {
     esac
 }
 
+ref_is_release() {
+    [[ "$1" == refs/tags/* && "${1#refs/tags/}" =~ $release_tag_pattern && -z "${BASH_REMATCH[4]}" ]]
+}
+
+ref_build_version() {
+    local ref=${1:?ref_build_version needs a ref} sha
+    sha=$(publish_lower "${2:-}")
+    [[ "$sha" =~ ^[0-9a-f]{40}$ ]] || die "version: '${2:-}' is not a full 40-character commit sha"
+    if [[ "$ref" == refs/tags/* && "${ref#refs/tags/}" =~ $release_tag_pattern ]]; then
+        printf '%s\n' "${ref#refs/tags/v}"
+    else
+        printf '0.0.0-dev+%s\n' "${sha:0:7}"
+    fi
+}
+
+# Succeeds when release tag $1 is the highest by `sort -V` of itself and those
+# of the release tags $3... whose name starts with prefix $2 (v1.2., v1., v).
+release_is_highest() {
+    local tag=$1 prefix=$2 highest
+    shift 2
+    highest=$(printf '%s\n' "$tag" "$@" \
+        | awk -v prefix="$prefix" 'index($0, prefix) == 1' \
+        | while read -r other; do ref_is_release "refs/tags/$other" && printf '%s\n' "$other"; done \
+        | sort -V | tail -n 1)
+    [[ "$highest" == "$tag" ]]
+}
+
 ref_tags() {
-    local ref=${1:?ref_tags needs a ref} sha version
+    local ref=${1:?ref_tags needs a ref} sha version tag major minor
     sha=$(publish_lower "${2:-}")
     [[ "$sha" =~ ^[0-9a-f]{40}$ ]] || die "tags: '${2:-}' is not a full 40-character commit sha"
     version=$(ref_version "$ref") || return 1
-    printf '%s\n%s\n' "$sha" "$version"
-    if [[ "$ref" == "refs/heads/${IMAGE_LATEST_BRANCH:-main}" ]]; then
-        printf 'latest\n'
-    elif [[ "$ref" =~ ^refs/tags/v(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$ ]]; then
-        printf '%s.%s\n%s\n' "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}" "${BASH_REMATCH[1]}"
+    case "$ref" in
+        refs/heads/* | refs/pull/*) printf '%s\n' "$sha" ;;
+    esac
+    printf '%s\n' "$version"
+    if ref_is_release "$ref"; then
+        tag=${ref#refs/tags/}
+        [[ "$tag" =~ $release_tag_pattern ]]
+        major=${BASH_REMATCH[1]}
+        minor=${BASH_REMATCH[2]}
+        shift 2
+        if release_is_highest "$tag" "v$major.$minor." "$@"; then printf '%s.%s\n' "$major" "$minor"; fi
+        if [[ "$major" != 0 ]] && release_is_highest "$tag" "v$major." "$@"; then printf '%s\n' "$major"; fi
+        if release_is_highest "$tag" v "$@"; then printf 'latest\n'; fi
     fi
 }
