@@ -9,9 +9,10 @@
 # heredocs, no COPY --chmod/--link.
 
 # The official Swift image (no registry here: scripts/local-swift-image builds a
-# faithful local stand-in under the same tag).
-ARG SWIFT_IMAGE=swift:6.3-bookworm
-FROM ${SWIFT_IMAGE} AS build
+# faithful local stand-in under the same tag). Named here and nowhere else:
+# scripts/image reads it from this line, and Dependabot, which cannot follow
+# an ARG in FROM, proposes the updates.
+FROM swift:6.3-bookworm AS build
 
 # libmicrohttpd, linked statically and without HTTPS (no GnuTLS), built from
 # Debian bookworm's source package so that Debian's security patches come
