@@ -14,48 +14,27 @@
 # an ARG in FROM, proposes the updates.
 FROM swift:6.3-bookworm AS build
 
-# libmicrohttpd, linked statically and without HTTPS (no GnuTLS), built from
-# Debian bookworm's source package so that Debian's security patches come
-# along: 0.9.75-6 carries the fix for CVE-2023-27371 (the 0.9.76 fix, backported).
-# Version bump: when Debian publishes a new bookworm revision (a point release
-# or a bookworm-security upload; see `apt-cache showsrc libmicrohttpd` or
-# https://tracker.debian.org/pkg/libmicrohttpd), set LIBMICROHTTPD_VERSION to it,
-# here or with --build-arg. The pin keeps builds reproducible, and once the
-# archive drops the old revision `apt-get source` fails loudly instead of
-# silently building something else.
-ARG LIBMICROHTTPD_VERSION=0.9.75-6
+# libmicrohttpd: our patched static build (no HTTPS), from Debian's source
+# package and patches/libmicrohttpd, by the same script as every other build
+# (scripts/libmicrohttpd; the version it builds and why: its header and
+# patches/libmicrohttpd/README.md). Before the sources, so that editing Swift
+# reuses this layer. LIBMICROHTTPD_PREFIX fixes the install folder (and so
+# PKG_CONFIG_PATH); scripts/swift finds the build complete there and reuses it.
+# --build-arg LIBMICROHTTPD_VERSION=... picks another Debian revision.
+ARG LIBMICROHTTPD_VERSION=
 ENV LIBMICROHTTPD_PREFIX=/opt/libmicrohttpd
+WORKDIR /src
+COPY scripts/libmicrohttpd ./scripts/
+COPY patches/libmicrohttpd ./patches/libmicrohttpd/
 RUN set -eux; \
     export DEBIAN_FRONTEND=noninteractive; \
-    if [ -f /etc/apt/sources.list.d/debian.sources ]; then \
-        sed -e 's/^Types: deb$/Types: deb-src/' /etc/apt/sources.list.d/debian.sources \
-            > /etc/apt/sources.list.d/debian-src.sources; \
-    fi; \
-    if [ -f /etc/apt/sources.list ]; then \
-        sed -n -e 's/^deb /deb-src /p' /etc/apt/sources.list > /etc/apt/sources.list.d/debian-src.list; \
-    fi; \
-    apt-get -q update; \
-    apt-get -q install -y --no-install-recommends dpkg-dev make; \
-    mkdir -p /tmp/libmicrohttpd; \
-    cd /tmp/libmicrohttpd; \
-    apt-get -q source --only-source "libmicrohttpd=${LIBMICROHTTPD_VERSION}"; \
-    cd "libmicrohttpd-${LIBMICROHTTPD_VERSION%-*}"; \
-    ./configure --prefix="$LIBMICROHTTPD_PREFIX" \
-        --enable-static --disable-shared \
-        --disable-https --without-gnutls \
-        --disable-doc --disable-examples --disable-curl --disable-nls \
-        --disable-dependency-tracking --enable-silent-rules; \
-    make -j"$(nproc)"; \
-    make install; \
+    scripts/libmicrohttpd; \
     test -f "$LIBMICROHTTPD_PREFIX/lib/libmicrohttpd.a"; \
-    if test -e "$LIBMICROHTTPD_PREFIX/lib/libmicrohttpd.so"; then exit 1; fi; \
-    cd /; \
-    rm -rf /tmp/libmicrohttpd /var/lib/apt/lists/*
+    rm -rf /var/lib/apt/lists/*
 # SwiftPM finds the library through pkg-config (Sources/CMicroHTTPD); only the
 # static archive is there, so the linker takes it.
 ENV PKG_CONFIG_PATH=/opt/libmicrohttpd/lib/pkgconfig
 
-WORKDIR /src
 # The manifest first, then the test target folders (.dockerignore keeps their
 # Swift files out: the manifest only needs the folders to exist), then the
 # sources: editing a Swift file reruns the Swift build only.
@@ -88,7 +67,7 @@ RUN set -eu; \
         /out/upload-server --version | sed -n 's/^upload-server \([^ ]*\) (\([^)]*\))$/upload-server=\1\nrevision=\2/p'; \
         echo "architecture=$(dpkg --print-architecture)"; \
         echo "libmicrohttpd=$(pkg-config --modversion libmicrohttpd)"; \
-        echo "libmicrohttpd-debian=$LIBMICROHTTPD_VERSION"; \
+        echo "libmicrohttpd-debian=$(scripts/libmicrohttpd --version)"; \
         echo "glibc=$(dpkg-query -W -f='${Version}' libc6-dev)"; \
         dpkg-query -W -f='${Package}=${Version}\n' 'libstdc++-*-dev' 'libgcc-*-dev'; \
         echo "swift=$(swift --version 2>&1 | sed -n 's/.*Swift version \([^ ]*\).*/\1/p')"; \
