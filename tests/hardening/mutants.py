@@ -26,6 +26,10 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 LOCK = os.environ.get("SWIFT_BUILD_LOCK", "/tmp/swift-build.lock")
+# What a build needs: the package, and scripts/swift with what it runs (the version
+# header; our patched libmicrohttpd, whose cache the copies share with the repository).
+BUILD_INPUTS = ("Package.swift", "Sources", "Tests", "scripts/swift", "scripts/version", "scripts/libmicrohttpd",
+                "patches/libmicrohttpd")
 
 
 @dataclasses.dataclass
@@ -123,19 +127,21 @@ def copy_tree(destination: str, worktree: bool) -> str:
         shutil.rmtree(destination)
     os.makedirs(destination)
     if not worktree:
-        archive = subprocess.run(["git", "-C", REPO, "archive", "HEAD", "Package.swift", "Sources", "Tests"],
+        archive = subprocess.run(["git", "-C", REPO, "archive", "HEAD", *BUILD_INPUTS],
                                  capture_output=True, check=True).stdout
         subprocess.run(["tar", "-x", "-C", destination], input=archive, check=True)
         head = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True,
                               text=True).stdout.strip()
         return f"commit {head}"
     ignore = shutil.ignore_patterns(".build", ".build-*", ".build_*", ".git", ".swiftpm", "*.o")
-    for name in ("Package.swift", "Sources", "Tests"):
+    for name in BUILD_INPUTS:
         source = os.path.join(REPO, name)
+        target = os.path.join(destination, name)
         if os.path.isdir(source):
-            shutil.copytree(source, os.path.join(destination, name), ignore=ignore)
+            shutil.copytree(source, target, ignore=ignore)
         elif os.path.exists(source):
-            shutil.copy2(source, destination)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            shutil.copy2(source, target)
     return "the working tree"
 
 
@@ -143,13 +149,14 @@ def build(source: str, scratch: str, log_path: str, sanitizer: str | None = None
     flags = ["-c", "release"] if sanitizer is None else ["-c", "debug", f"--sanitize={sanitizer}"]
     if sanitizer:
         scratch += f"-{sanitizer}"
-    command = ["flock", "-w", "3600", LOCK, "swift", "build", *flags, "--scratch-path", scratch,
+    swift = os.path.join(source, "scripts", "swift")
+    command = ["flock", "-w", "3600", LOCK, swift, "build", *flags, "--scratch-path", scratch,
                "--product", "upload-server"]
     with open(log_path, "w") as log:
         result = subprocess.run(command, cwd=source, stdout=log, stderr=subprocess.STDOUT, timeout=3600)
     if result.returncode != 0:
         return False, ""
-    path = subprocess.run(["swift", "build", *flags, "--scratch-path", scratch, "--show-bin-path"],
+    path = subprocess.run([swift, "build", *flags, "--scratch-path", scratch, "--show-bin-path"],
                           cwd=source, capture_output=True, text=True, timeout=300).stdout.strip()
     return True, os.path.join(path, "upload-server")
 

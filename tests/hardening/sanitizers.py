@@ -62,7 +62,8 @@ def run_swift_test(sanitizer: str, work: str) -> tuple[bool, str, list[str], flo
     log_path = os.path.join(work, f"swift-test-{sanitizer}.log")
     env = dict(os.environ)
     env.update(options_for(sanitizer, None))
-    command = ["flock", "-w", "3600", LOCK, "swift", "test", f"--sanitize={sanitizer}", "--scratch-path", scratch]
+    command = ["flock", "-w", "3600", LOCK, os.path.join(REPO, "scripts", "swift"), "test", f"--sanitize={sanitizer}",
+               "--scratch-path", scratch]
     print(f"    $ {' '.join(command)}   (log: {log_path})", flush=True)
     t0 = time.monotonic()
     with open(log_path, "w") as log:
