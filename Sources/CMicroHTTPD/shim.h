@@ -2,17 +2,40 @@
 #define UPLOAD_SERVER_MHD_SHIM_H
 
 // Swift cannot call C variadic functions; these wrappers give the few we need
-// fixed signatures. Also the two glibc declarations Swift's Glibc module lacks.
+// fixed signatures.
 
-#include <malloc.h>  // mallopt
 #include <stdint.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <microhttpd.h>
 
-// glibc declares fallocate(2) only under _GNU_SOURCE, which Swift's Glibc module
-// is not built with.
-int fallocate(int fd, int mode, off_t offset, off_t len);
+// Our patched build (scripts/libmicrohttpd) tells the application about the
+// answers it makes by itself; a stock library never calls this.
+typedef void (*ErrorResponseCallback)(void *cls, struct MHD_Connection *connection,
+                                      void **req_cls, unsigned int status_code,
+                                      const char *method, const char *url);
+
+// The patch series built in, or NULL for a stock library.
+static inline const char *
+shim_patches(void)
+{
+#ifdef MHD_UPLOAD_SERVER_PATCHES
+  return MHD_UPLOAD_SERVER_PATCHES;
+#else
+  return NULL;
+#endif
+}
+
+// Leaves the request target as sent: the application decodes the one segment
+// that needs it (a PUT's file name), exactly once, and logs the path as sent.
+static size_t
+shim_keep_escaped(void *cls, struct MHD_Connection *connection, char *text)
+{
+  (void) cls;
+  (void) connection;
+  return strlen(text);
+}
 
 // MHD_start_daemon with its integer options as an MHD_OPTION_ARRAY; the
 // callbacks (two pointers each) are passed on their own, the logger first so
@@ -22,13 +45,28 @@ shim_start_daemon(unsigned int flags,
                   MHD_AccessHandlerCallback handler, void *handler_cls,
                   MHD_RequestCompletedCallback completed, void *completed_cls,
                   MHD_LogCallback logger, void *logger_cls,
+                  ErrorResponseCallback error_response, void *error_response_cls,
                   const struct MHD_OptionItem *options)
 {
+#ifdef MHD_UPLOAD_SERVER_PATCHES
   return MHD_start_daemon(flags, 0, NULL, NULL, handler, handler_cls,
                           MHD_OPTION_EXTERNAL_LOGGER, logger, logger_cls,
                           MHD_OPTION_NOTIFY_COMPLETED, completed, completed_cls,
+                          MHD_OPTION_UNESCAPE_CALLBACK, shim_keep_escaped, NULL,
+                          MHD_OPTION_ERROR_RESPONSE_CALLBACK,
+                          (MHD_ErrorResponseCallback) error_response, error_response_cls,
                           MHD_OPTION_ARRAY, options,
                           MHD_OPTION_END);
+#else
+  (void) error_response;
+  (void) error_response_cls;
+  return MHD_start_daemon(flags, 0, NULL, NULL, handler, handler_cls,
+                          MHD_OPTION_EXTERNAL_LOGGER, logger, logger_cls,
+                          MHD_OPTION_NOTIFY_COMPLETED, completed, completed_cls,
+                          MHD_OPTION_UNESCAPE_CALLBACK, shim_keep_escaped, NULL,
+                          MHD_OPTION_ARRAY, options,
+                          MHD_OPTION_END);
+#endif
 }
 
 static inline uint16_t

@@ -1,13 +1,15 @@
 import CMicroHTTPD
 import Glibc
+import Platform
 
 // The libmicrohttpd boundary: the daemon, its C callbacks, the multipart
 // post-processor and responses. Everything above it is plain Swift.
 
-/// What the application sees of a request when its headers have arrived. Valid
-/// only during `HTTPApplication.begin`: headers are read from libmicrohttpd's
-/// connection on demand.
-public struct RequestHead {
+/// What the application sees of a request when its headers have arrived.
+/// Headers are read from libmicrohttpd's connection on demand, so a head is valid
+/// only during `HTTPApplication.begin`: it cannot be copied, and `begin` only
+/// borrows it, so the compiler keeps it from escaping.
+public struct RequestHead: ~Copyable {
     public let method: String
     public let path: String
     public let peer: String
@@ -43,6 +45,8 @@ public enum RequestAction {
     case respond(Response)
     /// Read the body as multipart/form-data into this receiver.
     case receiveForm(any FormReceiver)
+    /// Hand the body over as it arrives, unparsed.
+    case receiveBody(any RawBodyReceiver)
 }
 
 /// What to do with the next piece of a request body.
@@ -69,21 +73,33 @@ public enum Termination: Sendable {
     }
 }
 
-/// Takes the body of one multipart request. libmicrohttpd serves a connection from
-/// one thread at a time, so a receiver needs no locking.
-public protocol FormReceiver: AnyObject {
-    /// `count` more body bytes arrived (before parsing).
+/// Takes the body of one request. libmicrohttpd serves a connection from one
+/// thread at a time, so a receiver needs no locking.
+public protocol BodyReceiver: AnyObject {
+    /// `count` more body bytes arrived (before they are handed over).
     func receive(byteCount count: Int) -> BodyDecision
-    /// A part begins; false stops parsing.
-    func partBegins(name: String, filename: String?) -> Bool
-    /// Content of the current part, valid during the call only; false stops parsing.
-    func partData(_ bytes: BorrowedBytes) -> Bool
-    /// The body is not valid multipart.
-    func malformed()
-    /// The whole body arrived; `parsed` is false if the multipart ended early.
+    /// The whole body arrived; `parsed` is false if a multipart body ended early.
     func finish(parsed: Bool) -> Response
     /// The connection ended before `finish`.
     func abandon(_ reason: Termination)
+}
+
+/// Takes a multipart/form-data body, part by part.
+public protocol FormReceiver: BodyReceiver {
+    /// A part begins: its field name and the filename's bytes as sent (nil
+    /// without a filename parameter); false stops parsing.
+    func partBegins(name: String, filename: [UInt8]?) -> Bool
+    /// Content of the current part, lent for the call only; false stops parsing.
+    func partData(_ bytes: RawSpan) -> Bool
+    /// The body is not valid multipart.
+    func malformed()
+}
+
+/// Takes a body as it arrives (`PUT`).
+public protocol RawBodyReceiver: BodyReceiver {
+    /// The next piece of the body, lent for the call only; false: the receiver
+    /// failed, the rest of the body is only counted.
+    func bodyData(_ bytes: RawSpan) -> Bool
 }
 
 /// One finished request, for the access log and metrics.
@@ -99,7 +115,7 @@ public struct RequestRecord: Sendable {
 }
 
 public protocol HTTPApplication: Sendable {
-    func begin(_ head: RequestHead) -> RequestAction
+    func begin(_ head: borrowing RequestHead) -> RequestAction
     func completed(_ record: RequestRecord)
     func daemonMessage(_ text: String)
 }
@@ -108,23 +124,23 @@ public struct DaemonOptions: Sendable {
     public var address: SocketAddress
     public var threads: Int
     public var connectionLimit: Int
+    /// Simultaneous connections from one IP address; 0: no limit.
+    public var connectionsPerAddress: Int
     public var idleTimeoutSeconds: Int
     /// Per-connection memory; what the request's head leaves of it bounds each
-    /// read from the socket.
-    /// libmicrohttpd zeroes all of it between the requests of a keep-alive
-    /// connection: 256 KiB cost 4 KiB uploads a quarter of their rate. With
-    /// 128 KiB (reads of up to 120 KiB) they lose about 4 % against 64 KiB, and a
-    /// 1 GiB upload needs about 12 % less CPU (README, Performance).
+    /// read from the socket (README, Performance). Our libmicrohttpd build gives
+    /// an idle connection's memory back between requests instead of zeroing it.
     public var connectionMemory: Int
     /// The post-processor's buffer (at most; a smaller body gets a smaller one):
     /// the largest piece of a part handed over at once.
     public var formBufferSize: Int
 
-    public init(address: SocketAddress, threads: Int, connectionLimit: Int, idleTimeoutSeconds: Int,
-                connectionMemory: Int = 128 * 1024, formBufferSize: Int = 128 * 1024) {
+    public init(address: SocketAddress, threads: Int, connectionLimit: Int, connectionsPerAddress: Int,
+                idleTimeoutSeconds: Int, connectionMemory: Int = 128 * 1024, formBufferSize: Int = 128 * 1024) {
         self.address = address
         self.threads = threads
         self.connectionLimit = connectionLimit
+        self.connectionsPerAddress = connectionsPerAddress
         self.idleTimeoutSeconds = idleTimeoutSeconds
         self.connectionMemory = connectionMemory
         self.formBufferSize = formBufferSize
@@ -132,7 +148,8 @@ public struct DaemonOptions: Sendable {
 }
 
 /// A running libmicrohttpd daemon: internal epoll threads, a thread pool, and the
-/// inter-thread channel that quiescing needs.
+/// inter-thread channel that quiescing needs. It must be stopped before it is
+/// dropped: its threads would go on calling into freed state.
 public final class Daemon: @unchecked Sendable {
     private var handle: OpaquePointer?
     private let context: Unmanaged<DaemonContext>
@@ -157,18 +174,22 @@ public final class Daemon: @unchecked Sendable {
                 // Lets a read grow past half of that memory into what the request's
                 // head leaves free: 120 KiB instead of 64 KiB per read from 128 KiB.
                 .init(option: .CONNECTION_MEMORY_INCREMENT, value: options.connectionMemory, ptr_value: nil),
+                .init(option: .PER_IP_CONNECTION_LIMIT, value: options.connectionsPerAddress, ptr_value: nil),
                 .init(option: .LISTEN_BACKLOG_SIZE, value: 1024, ptr_value: nil),
-                .init(option: .LISTENING_ADDRESS_REUSE, value: 1, ptr_value: nil),
+                // No LISTENING_ADDRESS_REUSE: with SO_REUSEPORT a second instance
+                // on the same port would start and silently take part of the traffic.
                 .init(option: .END, value: 0, ptr_value: nil),
             ]
             let opaque = context.toOpaque()
             return items.withUnsafeMutableBufferPointer {
-                shim_start_daemon(flags, accessHandler, opaque, requestCompleted, opaque, logMessage, opaque, $0.baseAddress)
+                shim_start_daemon(flags, accessHandler, opaque, requestCompleted, opaque, logMessage, opaque,
+                                  errorResponse, opaque, $0.baseAddress)
             }
         }
         guard let handle else {
+            let code = errno
             context.release()
-            throw SystemError("listen on \(options.address)", code: errno == 0 ? EADDRINUSE : errno)
+            throw SystemError("listen on \(options.address)", code: code == 0 ? EADDRINUSE : code)
         }
         self.handle = handle
         self.context = context
@@ -188,6 +209,13 @@ public final class Daemon: @unchecked Sendable {
         MHD_stop_daemon(handle)
         self.handle = nil
         context.release()
+    }
+
+    deinit { precondition(handle == nil, "Daemon dropped while running: call stop() first") }
+
+    /// `0.9.75 (stock)` or `0.9.75 (upload-server patches ...)`: which library runs.
+    public static var library: (version: String, patches: String?) {
+        (String(cString: MHD_get_version()), shim_patches().map { String(cString: $0) })
     }
 }
 
@@ -211,15 +239,18 @@ private final class Exchange {
     let started = ProcessEnvironment.monotonicNanoseconds()
     var status: Int?
     var bodyBytes: UInt64 = 0
-    var receiver: (any FormReceiver)?
+    var receiver: (any BodyReceiver)?
+    /// The same receiver when the body is multipart, parsed by `postProcessor`.
+    var formReceiver: (any FormReceiver)?
+    var rawReceiver: (any RawBodyReceiver)?
     var postProcessor: OpaquePointer?
     var finished = false
     // The post-processor reports a new part only as "offset 0"; see `formData`.
     var partName: String?
-    var partFilename: String?
+    var partFilename: [UInt8]?
     var partBytes: UInt64 = 0
 
-    init(_ head: RequestHead) {
+    init(_ head: borrowing RequestHead) {
         method = head.method
         path = head.path
         peer = head.peer
@@ -241,14 +272,14 @@ private final class Exchange {
     /// One call of the post-processor's iterator.
     func formData(name: UnsafePointer<CChar>?, filename: UnsafePointer<CChar>?, data: UnsafePointer<CChar>?,
                   offset: UInt64, size: Int) -> Bool {
-        guard let receiver else { return false }
+        guard let receiver = formReceiver else { return false }
         // libmicrohttpd may call twice at offset 0 for one part (once empty, then
         // with data), so a new part is an offset of 0 after data, or a new name.
         // An empty part followed by a part with the same name and filename reads
         // as one part; with either name it ends the same way on disk. The names
         // become Swift strings only at offset 0: the other calls are the hot path.
         if offset == 0 {
-            let name = string(name) ?? "", filename = string(filename)
+            let name = string(name) ?? "", filename = filename.map { Array(UnsafeRawBufferPointer(start: $0, count: strlen($0))) }
             if partBytes > 0 || partName != name || partFilename != filename {
                 partName = name
                 partFilename = filename
@@ -258,7 +289,8 @@ private final class Exchange {
         }
         guard size > 0, let data else { return true }
         partBytes += UInt64(size)
-        return receiver.partData(BorrowedBytes(buffer: UnsafeRawBufferPointer(start: data, count: size)))
+        let buffer = UnsafeRawBufferPointer(start: data, count: size)
+        return receiver.partData(buffer.bytes)
     }
 }
 
@@ -280,8 +312,13 @@ private let accessHandler: MHD_AccessHandlerCallback = { cls, connection, url, m
         switch context.application.begin(head) {
         case .respond(let response):
             return exchange.queue(response, on: connection)
+        case .receiveBody(let receiver):
+            exchange.receiver = receiver
+            exchange.rawReceiver = receiver
+            return .YES
         case .receiveForm(let receiver):
             exchange.receiver = receiver
+            exchange.formReceiver = receiver
             // The buffer never needs to be larger than the body: a small upload
             // then allocates (and zeroes) a small one.
             let length = min(head.header("Content-Length").flatMap { Int($0) } ?? .max, context.formBufferSize)
@@ -307,8 +344,11 @@ private let accessHandler: MHD_AccessHandlerCallback = { cls, connection, url, m
         case .discard:
             return .YES
         case .parse:
-            if let postProcessor = exchange.postProcessor, MHD_post_process(postProcessor, uploadData, size) == .NO {
-                receiver.malformed()
+            if let raw = exchange.rawReceiver, let uploadData {
+                let buffer = UnsafeRawBufferPointer(start: uploadData, count: size)
+                _ = raw.bodyData(buffer.bytes)
+            } else if let postProcessor = exchange.postProcessor, MHD_post_process(postProcessor, uploadData, size) == .NO {
+                exchange.formReceiver?.malformed()
             }
             return .YES
         }
@@ -353,6 +393,8 @@ private let requestCompleted: MHD_RequestCompletedCallback = { cls, _, conCls, c
         receiver.abandon(termination)
     }
     exchange.receiver = nil
+    exchange.formReceiver = nil
+    exchange.rawReceiver = nil
     context.application.completed(RequestRecord(
         method: exchange.method, path: exchange.path, peer: exchange.peer,
         status: exchange.status, bodyBytes: exchange.bodyBytes,
@@ -369,4 +411,22 @@ private let logMessage: MHD_LogCallback = { cls, format, arguments in
     var message = String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     while message.last?.isNewline == true { message.removeLast() }
     context.application.daemonMessage(message)
+}
+
+/// Our libmicrohttpd build calls this when it answers a request by itself (a
+/// header too large, bad chunking, an absurd Content-Length, an unsupported
+/// transfer coding) with a JSON body of its own; the answer is recorded like
+/// every other. A request the application has seen is logged at its
+/// completion, with this status; any other is logged here.
+private let errorResponse: ErrorResponseCallback = { cls, connection, requestContext, status, method, url in
+    guard let cls else { return }
+    if let pointer = requestContext?.pointee {
+        Unmanaged<Exchange>.fromOpaque(pointer).takeUnretainedValue().status = Int(status)
+        return
+    }
+    let context = Unmanaged<DaemonContext>.fromOpaque(cls).takeUnretainedValue()
+    let peer = connection.flatMap(shim_client_address).flatMap { SocketAddress($0)?.description } ?? "-"
+    context.application.completed(RequestRecord(
+        method: string(method) ?? "-", path: string(url) ?? "-", peer: peer, status: Int(status),
+        bodyBytes: 0, durationNanoseconds: 0, termination: .completed))
 }

@@ -1,14 +1,4 @@
-import MicroHTTPD
-
-/// What to do with a name that already exists in the upload directory.
-public enum ConflictPolicy: String, Sendable, CaseIterable {
-    /// Replace the existing file atomically (what the original service did).
-    case overwrite
-    /// Store under `name-1.ext`, `name-2.ext`, ...
-    case rename
-    /// Answer 409 and store nothing.
-    case reject
-}
+import Platform
 
 public struct Configuration: Sendable, Equatable {
     public var host = "0.0.0.0"
@@ -19,11 +9,19 @@ public struct Configuration: Sendable, Equatable {
     public var onConflict = ConflictPolicy.overwrite
     public var threads: Int
     public var connectionLimit = 4096
+    /// Simultaneous connections from one IP address; 0: no limit (behind a proxy).
+    public var connectionsPerAddress = 128
     public var idleTimeoutSeconds = 30
     public var token: String?
     public var shutdownGraceSeconds = 5
     /// false: always named temporary files, even where unnamed ones (O_TMPFILE) work.
     public var unnamedStaging = true
+    /// fdatasync every file and fsync the directory before answering 200.
+    public var durable = false
+    /// Origins besides the server's own that may upload from a browser; `*`: any.
+    public var allowedOrigins: [String] = []
+    /// Serve the upload page at `/`.
+    public var web = true
 
     /// Four threads per processor: creating and naming a file blocks on the
     /// directory's lock, and with one thread per core the cores wait with it
@@ -38,12 +36,14 @@ public struct ConfigurationError: Error, Equatable, CustomStringConvertible {
 public enum Command: Equatable {
     case serve(Configuration)
     case healthcheck(url: String, timeoutSeconds: Int)
+
     case help(String)
     case version
 }
 
 public enum CommandLineParser {
-    public static let version = "0.1.0"
+    /// `1.2.3 (<revision>)`, from the build (scripts/swift).
+    public static var version: String { "\(ProcessEnvironment.buildVersion) (\(ProcessEnvironment.buildRevision))" }
 
     private struct Option {
         let flag: String
@@ -96,6 +96,12 @@ public enum CommandLineParser {
             config.connectionLimit = limit
             return true
         },
+        Option(flag: "--connections-per-address", environment: "CONNECTIONS_PER_ADDRESS", valueName: "N",
+               help: "simultaneous connections from one IP address; 0 = no limit, for use behind a reverse proxy (default 128)") { config, value in
+            guard let limit = Int(value), (0...1_000_000).contains(limit) else { return false }
+            config.connectionsPerAddress = limit
+            return true
+        },
         Option(flag: "--timeout", environment: "TIMEOUT", valueName: "SECONDS",
                help: "close a connection idle this long (default 30)") { config, value in
             guard let seconds = Int(value), (1...86_400).contains(seconds) else { return false }
@@ -103,8 +109,24 @@ public enum CommandLineParser {
             return true
         },
         Option(flag: "--token", environment: "UPLOAD_TOKEN", valueName: "TOKEN",
-               help: "require 'Authorization: Bearer TOKEN' for uploads (default: none)") { config, value in
+               help: "require 'Authorization: Bearer TOKEN' for uploads and /metrics (default: none)") { config, value in
             config.token = value.isEmpty ? nil : value
+            return true
+        },
+        Option(flag: "--token-file", environment: "UPLOAD_TOKEN_FILE", valueName: "PATH",
+               help: "read the token from a file (Docker and Kubernetes secrets)") { config, value in
+            guard let text = ProcessEnvironment.readSmallFile(value) else { return false }
+            var token = Substring(text)
+            while let last = token.last, last == "\n" || last == "\r" { token = token.dropLast() }
+            guard !token.isEmpty else { return false }
+            config.token = String(token)
+            return true
+        },
+        Option(flag: "--allow-origin", environment: "ALLOW_ORIGIN", valueName: "ORIGINS",
+               help: "comma-separated origins (https://example.com) whose pages may upload; * = any (default: the server's own only)") { config, value in
+            let origins = value.split(separator: ",").map { $0.trimmingSpaces() }.filter { !$0.isEmpty }
+            guard origins.allSatisfy({ $0 == "*" || $0.hasPrefix("http://") || $0.hasPrefix("https://") }) else { return false }
+            config.allowedOrigins = origins
             return true
         },
         Option(flag: "--shutdown-grace", environment: "SHUTDOWN_GRACE", valueName: "SECONDS",
@@ -119,7 +141,27 @@ public enum CommandLineParser {
             config.unnamedStaging = value == "auto"
             return true
         },
+        Option(flag: "--fsync", environment: "FSYNC", valueName: "BOOL",
+               help: "a 200 means the files reached the disk: fdatasync each, fsync the directory (default false)") { config, value in
+            guard let flag = parseBool(value) else { return false }
+            config.durable = flag
+            return true
+        },
+        Option(flag: "--web", environment: "WEB", valueName: "BOOL",
+               help: "serve the upload page at / (default true)") { config, value in
+            guard let flag = parseBool(value) else { return false }
+            config.web = flag
+            return true
+        },
     ]
+
+    private static func parseBool(_ value: String) -> Bool? {
+        switch value.lowercased() {
+        case "true", "1", "yes", "on": true
+        case "false", "0", "no", "off": false
+        default: nil
+        }
+    }
 
     /// The environment variables that configure the server.
     public static var environmentNames: [String] { options.compactMap(\.environment) }
@@ -129,7 +171,7 @@ public enum CommandLineParser {
         upload-server \(version): stores files sent with POST /upload (multipart/form-data, field "file").
 
         Usage: upload-server [options]
-               upload-server healthcheck [--url URL] [--timeout SECONDS]
+               upload-server healthcheck [options] [--url URL] [--timeout SECONDS]
 
         Options (each also read from the environment variable shown; a flag wins):
 
@@ -143,16 +185,15 @@ public enum CommandLineParser {
           -h, --help                    show this help
           --version                     show the version
 
-        healthcheck: GET URL (default http://$HOST:$PORT/healthz, loopback for a wildcard HOST) and exit 0 on 200, else 1.
+        healthcheck: GET URL (default http://HOST:PORT/healthz from the same options and environment as the
+        server, loopback for a wildcard host) and exit 0 on 200, else 1.
         """
         return text
     }
 
     public static func parse(_ arguments: [String], environment: [String: String],
                              processors: Int) throws(ConfigurationError) -> Command {
-        if arguments.first == "healthcheck" {
-            return try parseHealthcheck(Array(arguments.dropFirst()), environment: environment)
-        }
+        let isHealthcheck = arguments.first == "healthcheck"
         var config = Configuration(processors: processors)
         for option in options {
             guard let name = option.environment, let value = environment[name] else { continue }
@@ -160,47 +201,47 @@ public enum CommandLineParser {
                 throw ConfigurationError(description: "invalid \(name)=\(value): expected \(option.valueName.lowercased()); \(option.help)")
             }
         }
-        var remaining = arguments[...]
+        var remaining = arguments.dropFirst(isHealthcheck ? 1 : 0)
+        var url: String?
+        var timeout = 3
         while let argument = remaining.popFirst() {
             if argument == "-h" || argument == "--help" { return .help(usage) }
             if argument == "--version" { return .version }
             let (flag, inlineValue) = split(argument)
+            if isHealthcheck && (flag == "--url" || flag == "--timeout") {
+                guard let value = inlineValue ?? remaining.popFirst() else {
+                    throw ConfigurationError(description: "healthcheck: \(flag) needs a value")
+                }
+                if flag == "--url" {
+                    guard HealthcheckURL(value) != nil else {
+                        throw ConfigurationError(description: "healthcheck: invalid --url '\(value)': expected http://IP:PORT/PATH")
+                    }
+                    url = value
+                } else {
+                    guard let seconds = Int(value), seconds > 0 else {
+                        throw ConfigurationError(description: "healthcheck: invalid --timeout '\(value)': expected seconds")
+                    }
+                    timeout = seconds
+                }
+                continue
+            }
             guard let option = options.first(where: { $0.flag == flag }) else {
                 throw ConfigurationError(description: "unknown argument '\(argument)'; see --help")
             }
-            guard let value = inlineValue ?? remaining.popFirst() else {
+            // `--fsync` alone means `--fsync true`.
+            let bare = option.valueName == "BOOL" && inlineValue == nil && remaining.first.map { $0.hasPrefix("--") } ?? true
+            guard let value = bare ? "true" : inlineValue ?? remaining.popFirst() else {
                 throw ConfigurationError(description: "\(flag) needs a value (\(option.valueName))")
             }
             guard option.apply(&config, value) else {
                 throw ConfigurationError(description: "invalid \(flag) '\(value)': \(option.help)")
             }
         }
-        return .serve(config)
-    }
-
-    private static func parseHealthcheck(_ arguments: [String], environment: [String: String]) throws(ConfigurationError) -> Command {
-        var url = "http://\(healthcheckHost(environment["HOST"])):\(environment["PORT"].flatMap { UInt16($0) } ?? 9000)/healthz"
-        var timeout = 3
-        var remaining = arguments[...]
-        while let argument = remaining.popFirst() {
-            if argument == "-h" || argument == "--help" { return .help(usage) }
-            let (flag, inlineValue) = split(argument)
-            guard flag == "--url" || flag == "--timeout", let value = inlineValue ?? remaining.popFirst() else {
-                throw ConfigurationError(description: "healthcheck: unknown or incomplete argument '\(argument)'; see --help")
-            }
-            if flag == "--url" {
-                guard HealthcheckURL(value) != nil else {
-                    throw ConfigurationError(description: "healthcheck: invalid --url '\(value)': expected http://IP:PORT/PATH")
-                }
-                url = value
-            } else {
-                guard let seconds = Int(value), seconds > 0 else {
-                    throw ConfigurationError(description: "healthcheck: invalid --timeout '\(value)': expected seconds")
-                }
-                timeout = seconds
-            }
+        if isHealthcheck {
+            let target = url ?? "http://\(healthcheckHost(config.host)):\(config.port)/healthz"
+            return .healthcheck(url: target, timeoutSeconds: timeout)
         }
-        return .healthcheck(url: url, timeoutSeconds: timeout)
+        return .serve(config)
     }
 
     /// Where the server listens, as seen from inside its container: loopback for a

@@ -1,7 +1,12 @@
 import MicroHTTPD
+import Platform
 
 /// JSON lines on stdout: one per request (the access log) and one per event.
 public struct Log: Sendable {
+    /// What is logged of a request's path at most: a line stays readable, and
+    /// one client cannot make every line it causes 100 KB long.
+    static let maximumPathBytes = 1024
+
     public init() {}
 
     public func info(_ event: String, _ fields: [(String, JSON)] = []) { write("info", event, fields) }
@@ -11,12 +16,13 @@ public struct Log: Sendable {
     /// Built by hand: it runs for every request.
     func access(_ record: RequestRecord) {
         var line = "{\"time\":\""
-        line.reserveCapacity(200 + record.path.utf8.count)  // and the newline writeLine adds
+        let path = Self.shortened(record.path)
+        line.reserveCapacity(200 + path.utf8.count)  // and the newline writeLine adds
         line += ProcessEnvironment.timestamp()
         line += "\",\"method\":"
         JSON.appendString(record.method, to: &line)
         line += ",\"path\":"
-        JSON.appendString(record.path, to: &line)
+        JSON.appendString(path, to: &line)
         line += ",\"status\":"
         line += record.status.map { String($0) } ?? "null"
         line += ",\"bytes\":"
@@ -32,6 +38,14 @@ public struct Log: Sendable {
         }
         line += "}"
         ProcessEnvironment.writeLine(line)
+    }
+
+    /// The path, cut at a character boundary with `…` when it is too long.
+    static func shortened(_ path: String) -> String {
+        guard path.utf8.count > maximumPathBytes else { return path }
+        var end = path.utf8.index(path.utf8.startIndex, offsetBy: maximumPathBytes)
+        while end > path.startIndex && !path.unicodeScalars.indices.contains(end) { end = path.utf8.index(before: end) }
+        return String(path[..<end]) + "…"
     }
 
     /// `12.345`: milliseconds with three decimals, without formatting a Double.

@@ -1,4 +1,5 @@
 import MicroHTTPD
+import Platform
 
 /// Start-up checks, the daemon's life and an orderly shutdown.
 public enum Server {
@@ -24,25 +25,31 @@ public enum Server {
         // Before any thread starts, so that all of them inherit the mask.
         ProcessEnvironment.blockTerminationSignals()
         ProcessEnvironment.mapLargeAllocations()
-        let openFiles = ProcessEnvironment.raiseOpenFileLimit()
+        let budget = DescriptorBudget(openFiles: ProcessEnvironment.raiseOpenFileLimit(),
+                                      connectionLimit: config.connectionLimit)
 
         guard let address = SocketAddress(host: config.host, port: config.port) else {
             ProcessEnvironment.writeLine("upload-server: invalid host \(config.host)", toStandardError: true)
             return 2
         }
-        let application = UploadApplication(config: config, directory: uploadDirectory, staging: staging, log: log)
+        let application = UploadApplication(config: config, directory: uploadDirectory, staging: staging,
+                                            stagedFilesLimit: budget.stagedFiles, log: log)
         let daemon: Daemon
         do {
             daemon = try Daemon(application, options: DaemonOptions(
-                address: address, threads: config.threads, connectionLimit: config.connectionLimit,
-                idleTimeoutSeconds: config.idleTimeoutSeconds))
+                address: address, threads: config.threads, connectionLimit: budget.connections,
+                connectionsPerAddress: config.connectionsPerAddress, idleTimeoutSeconds: config.idleTimeoutSeconds))
         } catch {
             ProcessEnvironment.writeLine("upload-server: cannot \(error)", toStandardError: true)
             return 1
         }
 
+        let library = Daemon.library
         log.info("started", [
-            ("version", .string(CommandLineParser.version)),
+            ("version", .string(ProcessEnvironment.buildVersion)),
+            ("revision", .string(ProcessEnvironment.buildRevision)),
+            ("libmicrohttpd", .string(library.version)),
+            ("libmicrohttpd_patches", library.patches.map { .string($0) } ?? .string("none (stock library)")),
             ("host", .string(config.host)),
             ("port", .number(Int64(daemon.port))),
             ("upload_dir", .string(uploadDirectory.path)),
@@ -50,18 +57,33 @@ public enum Server {
             ("max_upload_size", config.maxUploadSize.map { .string(ByteSize.format($0)) } ?? .string("unlimited")),
             ("on_conflict", .string(config.onConflict.rawValue)),
             ("threads", .number(Int64(config.threads))),
-            ("connection_limit", .number(Int64(config.connectionLimit))),
+            ("connection_limit", .number(Int64(budget.connections))),
+            ("connections_per_address", .number(Int64(config.connectionsPerAddress))),
+            ("staged_files_limit", .number(Int64(budget.stagedFiles))),
             ("timeout_s", .number(Int64(config.idleTimeoutSeconds))),
             ("shutdown_grace_s", .number(Int64(config.shutdownGraceSeconds))),
             ("token", .bool(config.token != nil)),
+            ("fsync", .bool(config.durable)),
+            ("web", .bool(config.web)),
+            ("allowed_origins", .array(config.allowedOrigins.map { .string($0) })),
             ("uid", .unsigned(UInt64(uid))),
             ("gid", .unsigned(UInt64(gid))),
-            ("open_files_limit", .unsigned(openFiles)),
+            ("open_files_limit", .unsigned(UInt64(budget.openFiles))),
         ])
+        if budget.connections < config.connectionLimit {
+            log.warning("connection_limit_lowered", [
+                ("requested", .number(Int64(config.connectionLimit))), ("connection_limit", .number(Int64(budget.connections))),
+                ("reason", .string("the open-files limit (\(budget.openFiles)) must leave room for files in progress")),
+            ])
+        }
+        if config.token == nil && !address.isLoopback {
+            log.warning("no_token", [("message", .string(
+                "listening on \(config.host) without --token: anyone who can reach this port can store and overwrite files"))])
+        }
 
         let signal = ProcessEnvironment.waitForTerminationSignal()
+        daemon.quiesce()  // before the line that says so
         log.info("stopping", [("signal", .string(signal)), ("uploads_in_flight", .number(Int64(application.metrics.inFlight)))])
-        daemon.quiesce()
         let deadline = ProcessEnvironment.monotonicNanoseconds() + UInt64(config.shutdownGraceSeconds) * 1_000_000_000
         while application.metrics.inFlight > 0 && ProcessEnvironment.monotonicNanoseconds() < deadline {
             ProcessEnvironment.sleep(milliseconds: 20)
@@ -78,30 +100,42 @@ public enum Server {
     private static func prepare(_ config: Configuration, log: Log) throws(SystemError) -> (UploadDirectory, Staging) {
         try Directory.createPath(config.uploadDirectory)
         let directory = try Directory(path: config.uploadDirectory)
-        try checkWritable(directory)
+        try directory.checkWritable()
         // Unnamed files until complete where the filesystem allows (O_TMPFILE):
         // fewer directory updates, and nothing to clean up even after a crash.
-        let staging = config.unnamedStaging ? directory.bestStaging(probeName: FileName.temporaryName()) : .named
+        let staging = config.unnamedStaging ? directory.bestStaging() : .named
         let leftovers = removeLeftovers(directory)
         if leftovers > 0 { log.info("removed_leftovers", [("temporary_files", .number(Int64(leftovers)))]) }
         let path = Directory.resolve(config.uploadDirectory) ?? config.uploadDirectory
         return (UploadDirectory(path: path, opened: try Directory(path: path)), staging)
     }
 
-    /// Creates and removes a file: proves that uploads can be stored.
-    private static func checkWritable(_ directory: Directory) throws(SystemError) {
-        let name = FileName.temporaryName()
-        let file = try directory.createFile(name)
-        try file.close()
-        try directory.remove(name)
-    }
-
     /// Temporary files that no running process holds: left by a crash or a kill.
     @discardableResult
     private static func removeLeftovers(_ directory: Directory) -> Int {
         let names = (try? directory.names()) ?? []
-        return names.filter { $0.hasPrefix(FileName.reservedPrefix) && $0.hasSuffix(".part") }
-            .filter { directory.removeIfUnlocked($0) }.count
+        return names.filter(TemporaryName.matches).filter { directory.removeIfUnlocked($0) }.count
+    }
+}
+
+/// How the process's descriptors (RLIMIT_NOFILE) are shared: connections, files
+/// in progress, and a few for the process itself. One request may hold up to
+/// `Upload.maximumFiles` files, so the files get their own budget (503 past it)
+/// rather than a share per connection.
+struct DescriptorBudget {
+    static let reserved = 64
+    /// At least this many files in progress, even if connections must give way.
+    static let minimumStagedFiles = 64
+
+    let openFiles: Int
+    let connections: Int
+    let stagedFiles: Int
+
+    init(openFiles: UInt64, connectionLimit: Int) {
+        self.openFiles = Int(min(openFiles, UInt64(Int.max)))
+        let available = max(2, self.openFiles - Self.reserved)
+        connections = min(connectionLimit, max(1, available - Self.minimumStagedFiles))
+        stagedFiles = max(1, available - connections)
     }
 }
 

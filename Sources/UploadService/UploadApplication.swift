@@ -1,36 +1,56 @@
 import MicroHTTPD
+import Platform
 
 /// Routes requests and checks an upload's headers before any byte of its body
 /// is read.
 public final class UploadApplication: HTTPApplication {
     let config: Configuration
     let directory: UploadDirectory
-    let staging: Staging
     public let metrics = Metrics()
     let log: Log
+    private let settings: Upload.Settings
+    private let page: WebPage?
 
-    public init(config: Configuration, directory: UploadDirectory, staging: Staging, log: Log) {
+    public init(config: Configuration, directory: UploadDirectory, staging: Staging, stagedFilesLimit: Int, log: Log) {
         self.config = config
         self.directory = directory
-        self.staging = staging
         self.log = log
+        settings = Upload.Settings(uploadDirectory: directory, staging: staging, policy: config.onConflict,
+                                   durable: config.durable, limit: config.maxUploadSize,
+                                   budget: StagingBudget(limit: stagedFilesLimit), metrics: metrics, log: log)
+        page = config.web ? WebPage(maxUploadSize: config.maxUploadSize, tokenRequired: config.token != nil) : nil
     }
 
-    public func begin(_ head: RequestHead) -> RequestAction {
-        switch (head.path, head.method) {
-        case ("/upload", "POST"):
-            return beginUpload(head)
-        case ("/upload", _):
-            return reject(.methodNotAllowed(allow: "POST"))
+    public func begin(_ head: borrowing RequestHead) -> RequestAction {
+        let path = head.path, method = head.method
+        if path == "/upload" {
+            switch method {
+            case "POST": return beginForm(head)
+            case "OPTIONS": return options(head, allow: "POST, OPTIONS")
+            default: return reject(.methodNotAllowed(allow: "POST, OPTIONS"))
+            }
+        }
+        if path.hasPrefix("/upload/") {
+            switch method {
+            case "PUT": return beginPut(head, segment: path.dropFirst("/upload/".count))
+            case "OPTIONS": return options(head, allow: "PUT, OPTIONS")
+            default: return reject(.methodNotAllowed(allow: "PUT, OPTIONS"))
+            }
+        }
+        switch (path, method) {
         case ("/healthz", "GET"), ("/healthz", "HEAD"):
             return .respond(.json(200, .object([("status", .string("ok"))])))
         case ("/metrics", "GET"), ("/metrics", "HEAD"):
+            if let token = config.token, !Self.bearer(head.header("Authorization"), matches: token) {
+                return reject(.unauthorized)
+            }
             return .respond(Response(status: 200, body: Array(metrics.render().utf8),
                                      headers: [(name: "Content-Type", value: "text/plain; version=0.0.4")]))
         case ("/healthz", _), ("/metrics", _):
             return reject(.methodNotAllowed(allow: "GET, HEAD"))
         default:
-            return reject(.notFound)
+            guard let page, let response = page.response(path: path, method: method) else { return reject(.notFound) }
+            return .respond(response)
         }
     }
 
@@ -43,10 +63,8 @@ public final class UploadApplication: HTTPApplication {
         log.warning("http_daemon", [("message", .string(text))])
     }
 
-    private func beginUpload(_ head: RequestHead) -> RequestAction {
-        if let token = config.token, !Self.bearer(head.header("Authorization"), matches: token) {
-            return reject(.unauthorized)
-        }
+    private func beginForm(_ head: borrowing RequestHead) -> RequestAction {
+        if let refusal = checkUpload(head) { return reject(refusal) }
         let contentType = head.header("Content-Type") ?? ""
         guard Self.mediaType(of: contentType) == "multipart/form-data" else {
             return reject(.unsupportedMediaType(contentType))
@@ -58,19 +76,88 @@ public final class UploadApplication: HTTPApplication {
             // RFC 2046 allows one character; libmicrohttpd's post-processor does not.
             return reject(.badRequest("multipart boundary must be at least 2 characters long"))
         }
+        switch openUpload(head) {
+        case .success(let upload): return .receiveForm(FormUpload(upload, headers: corsHeaders(head)))
+        case .failure(let failure): return reject(failure)
+        }
+    }
+
+    /// `PUT /upload/<name>`: the one path segment, percent-decoded once, is the name.
+    private func beginPut(_ head: borrowing RequestHead, segment: Substring) -> RequestAction {
+        if let refusal = checkUpload(head) { return reject(refusal) }
+        guard let raw = PathSegment.decode(segment) else {
+            return reject(.badRequest("malformed percent-encoding in the file name"))
+        }
+        guard !raw.contains(UInt8(ascii: "/")) && !raw.contains(UInt8(ascii: "\\")) else {
+            return reject(.badRequest("the file name must be one path segment, without / or \\"))
+        }
+        let name: String
+        switch FileName.sanitize(raw) {
+        case .success(let sanitized): name = sanitized
+        case .failure(let failure): return reject(failure)
+        }
+        switch openUpload(head) {
+        case .success(let upload):
+            let receiver = PutUpload(upload, name: name, headers: corsHeaders(head))
+            // Refused before the body (too many files in progress, say): answered now.
+            if upload.failure != nil { return .respond(receiver.finish(parsed: true)) }
+            return .receiveBody(receiver)
+        case .failure(let failure):
+            return reject(failure)
+        }
+    }
+
+    /// What every upload must pass before its body is read: the origin, the
+    /// token, the announced size.
+    private func checkUpload(_ head: borrowing RequestHead) -> UploadFailure? {
+        if let origin = head.header("Origin"), !originAllowed(origin, host: head.header("Host")) {
+            return .forbiddenOrigin(origin)
+        }
+        if let token = config.token, !Self.bearer(head.header("Authorization"), matches: token) {
+            return .unauthorized
+        }
         if let limit = config.maxUploadSize, let length = head.header("Content-Length").flatMap({ UInt64($0) }),
            length > limit {
-            return reject(.tooLarge(limit: limit))
+            return .tooLarge(limit: limit)
         }
-        let current: Directory
+        return nil
+    }
+
+    private func openUpload(_ head: borrowing RequestHead) -> Result<Upload, UploadFailure> {
         do {
-            current = try directory.open()
+            return .success(Upload(settings, directory: try directory.open(), peer: head.peer))
         } catch {
             log.error("upload_dir_unavailable", [("path", .string(directory.path)), ("error", .string(error.description))])
-            return reject(.internalError("the upload directory is unavailable (\(error.reason))"))
+            return .failure(.internalError("the upload directory is unavailable (\(error.reason))"))
         }
-        return .receiveForm(UploadReceiver(directory: current, in: directory, staging: staging, policy: config.onConflict,
-                                           limit: config.maxUploadSize, peer: head.peer, metrics: metrics, log: log))
+    }
+
+    /// A browser sends `Origin` with every cross-site upload; without a token,
+    /// any page a user opens could otherwise store files here. Clients that send
+    /// no `Origin` (curl, scripts) are not affected.
+    private func originAllowed(_ origin: String, host: String?) -> Bool {
+        if let host, origin == "http://" + host || origin == "https://" + host { return true }
+        return config.allowedOrigins.contains("*") || config.allowedOrigins.contains(origin)
+    }
+
+    /// For an allowed cross-origin request: what lets the browser read the answer.
+    private func corsHeaders(_ head: borrowing RequestHead) -> [(name: String, value: String)] {
+        guard let origin = head.header("Origin"), !config.allowedOrigins.isEmpty else { return [] }
+        return [(name: "Access-Control-Allow-Origin", value: origin), (name: "Vary", value: "Origin")]
+    }
+
+    /// `OPTIONS`: what the path accepts, and a CORS preflight's answer for an allowed origin.
+    private func options(_ head: borrowing RequestHead, allow: String) -> RequestAction {
+        if let origin = head.header("Origin"), !originAllowed(origin, host: head.header("Host")) {
+            return reject(.forbiddenOrigin(origin))
+        }
+        var headers = [(name: "Allow", value: allow)] + corsHeaders(head)
+        if head.header("Access-Control-Request-Method") != nil && !headers.isEmpty {
+            headers += [(name: "Access-Control-Allow-Methods", value: allow),
+                        (name: "Access-Control-Allow-Headers", value: "Authorization, Content-Type"),
+                        (name: "Access-Control-Max-Age", value: "600")]
+        }
+        return .respond(Response(status: 204, body: [], headers: headers))
     }
 
     private func reject(_ failure: UploadFailure) -> RequestAction {

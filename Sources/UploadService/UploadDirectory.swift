@@ -1,4 +1,4 @@
-import MicroHTTPD
+import Platform
 import Synchronization
 
 /// The upload directory. Every file operation is relative to an open descriptor

@@ -1,28 +1,34 @@
 import MicroHTTPD
+import Platform
 
 /// Every way a request can fail, and the one place where each becomes a status
 /// code, a JSON body and a metrics label.
 public enum UploadFailure: Error, Equatable, Sendable {
     case badRequest(String)
     case unauthorized
+    case forbiddenOrigin(String)
     case notFound
     case methodNotAllowed(allow: String)
     case conflict(name: String)
+    case notAFile(name: String)
     case tooLarge(limit: UInt64)
     case unsupportedMediaType(String)
     case noSpace
+    case busy
     case internalError(String)
 
     public var status: Int {
         switch self {
         case .badRequest: 400
         case .unauthorized: 401
+        case .forbiddenOrigin: 403
         case .notFound: 404
         case .methodNotAllowed: 405
-        case .conflict: 409
+        case .conflict, .notAFile: 409
         case .tooLarge: 413
         case .unsupportedMediaType: 415
         case .noSpace: 507
+        case .busy: 503
         case .internalError: 500
         }
     }
@@ -31,12 +37,15 @@ public enum UploadFailure: Error, Equatable, Sendable {
         switch self {
         case .badRequest(let detail): detail
         case .unauthorized: "missing or wrong bearer token"
+        case .forbiddenOrigin(let origin): "cross-origin request from \(origin) refused; see --allow-origin"
         case .notFound: "not found"
         case .methodNotAllowed(let allow): "method not allowed; use \(allow)"
         case .conflict(let name): "\"\(name)\" already exists"
+        case .notAFile(let name): "\"\(name)\" exists and is not a file"
         case .tooLarge(let limit): "request body is larger than the limit of \(ByteSize.format(limit))"
         case .unsupportedMediaType(let type): "expected multipart/form-data, got \(type.isEmpty ? "no Content-Type" : type)"
         case .noSpace: "no space left on the server's disk"
+        case .busy: "the server has too many files in progress; try again shortly"
         case .internalError(let detail): detail
         }
     }
@@ -46,12 +55,14 @@ public enum UploadFailure: Error, Equatable, Sendable {
         switch self {
         case .badRequest: "bad_request"
         case .unauthorized: "unauthorized"
+        case .forbiddenOrigin: "forbidden_origin"
         case .notFound: "not_found"
         case .methodNotAllowed: "method_not_allowed"
-        case .conflict: "conflict"
+        case .conflict, .notAFile: "conflict"
         case .tooLarge: "too_large"
         case .unsupportedMediaType: "unsupported_media_type"
         case .noSpace: "no_space"
+        case .busy: "busy"
         case .internalError: "internal"
         }
     }
@@ -61,6 +72,7 @@ public enum UploadFailure: Error, Equatable, Sendable {
         switch self {
         case .methodNotAllowed(let allow): headers.append((name: "Allow", value: allow))
         case .unauthorized: headers.append((name: "WWW-Authenticate", value: "Bearer"))
+        case .busy: headers.append((name: "Retry-After", value: "1"))
         default: break
         }
         let body = JSON.object([("error", .string(message))]).text + "\n"

@@ -99,7 +99,8 @@ enum WebAssets {
     return node;
   }
 
-  function addFile(file) {
+  // `refusal`: why the file is not sent at all (a folder dropped on the page).
+  function addFile(file, refusal) {
     const li = element('li', 'file');
     li.tabIndex = -1;  // takes focus when its cancel button goes away
     const head = element('div', 'file-head');
@@ -120,7 +121,9 @@ enum WebAssets {
     cancel.addEventListener('click', () => cancelItem(item));
 
     const limit = Number(app.dataset.maxUploadSize) || 0;
-    if (limit > 0 && file.size > limit) {
+    if (refusal) {
+      fail(item, refusal);
+    } else if (limit > 0 && file.size > limit) {
       fail(item, tooLarge());
     } else if (tokenRequired && !token()) {
       wait(item);
@@ -226,7 +229,6 @@ enum WebAssets {
     xhr.upload.addEventListener('progress', (event) => showProgress(item, event.loaded));
     xhr.addEventListener('load', () => finish(item, xhr));
     xhr.addEventListener('error', () => fail(item, 'Server unreachable.'));
-    xhr.addEventListener('timeout', () => fail(item, 'Server unreachable.'));
     xhr.addEventListener('abort', () => settle(item, 'cancelled', 'Cancelled.'));
     xhr.addEventListener('loadend', () => {
       item.xhr = null;
@@ -240,8 +242,10 @@ enum WebAssets {
     while (running < PARALLEL && queue.length > 0) start(queue.shift());
   }
 
-  function addFiles(files) {
-    for (const file of files) addFile(file);
+  function addFiles(files, folders) {
+    Array.from(files).forEach((file, index) => {
+      addFile(file, folders && folders[index] ? 'A folder: drop or choose the files in it instead.' : '');
+    });
     pump();
   }
 
@@ -289,7 +293,13 @@ enum WebAssets {
     event.preventDefault();
     dragDepth = 0;
     dropZone.classList.remove('dragging');
-    if (event.dataTransfer && event.dataTransfer.files.length > 0) addFiles(event.dataTransfer.files);
+    if (!event.dataTransfer) return;
+    // A dropped folder arrives as a File that cannot be read.
+    const folders = Array.from(event.dataTransfer.items).filter((entry) => entry.kind === 'file').map((entry) => {
+      const item = entry.webkitGetAsEntry && entry.webkitGetAsEntry();
+      return Boolean(item && item.isDirectory);
+    });
+    addFiles(event.dataTransfer.files, folders);
   });
 
   showTokenState();

@@ -1,5 +1,5 @@
 import Glibc
-import MicroHTTPD
+import Platform
 import UploadService
 
 var environment: [String: String] = [:]

@@ -89,7 +89,7 @@ struct ErrorTests {
         #expect(missing.error == "not found")
         let wrong = try server.client().get("/upload")
         #expect(wrong.status == 405)
-        #expect(wrong.header("Allow") == "POST")
+        #expect(wrong.header("Allow") == "POST, OPTIONS")
         let wrongHealth = try post(server, contentType: "text/plain", body: Data())
         #expect(wrongHealth.status == 415)
         let deleteHealth = try server.client().get("/healthz", method: "DELETE")

@@ -72,10 +72,12 @@ struct LifecycleTests {
         let directory = root.appendingPathComponent("upload")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: root) }
-        try Data("partial".utf8).write(to: directory.appendingPathComponent(".upload-0123456789abcdef.part"))
+        try Data("partial".utf8).write(to: directory.appendingPathComponent(".upload-0123456789abcdef-1.part"))
         try Data("mine".utf8).write(to: directory.appendingPathComponent("kept.txt"))
+        // Issue 11.2: only the exact shape of a temporary file is swept, never a stored file.
+        try Data("stored".utf8).write(to: directory.appendingPathComponent(".upload-1.part"))
         let server = try TestServer(uploadDirectory: directory)
-        #expect(server.storedNames == ["kept.txt"])
+        #expect(server.storedNames == [".upload-1.part", "kept.txt"])
         #expect(server.logText.contains("\"event\":\"removed_leftovers\""))
     }
 
@@ -88,7 +90,7 @@ struct LifecycleTests {
         let inProgress = first.storedNames
         #expect(inProgress.count == 1)
         // A crash leftover is removed; the locked file of the running upload is not.
-        try Data("old".utf8).write(to: first.uploadDirectory.appendingPathComponent(".upload-dead-1.part"))
+        try Data("old".utf8).write(to: first.uploadDirectory.appendingPathComponent(".upload-00000000000000de-1.part"))
         let second = try TestServer(["--staging", "named"], uploadDirectory: first.uploadDirectory)
         #expect(second.logText.contains("\"temporary_files\":1"))
         #expect(first.storedNames == inProgress)

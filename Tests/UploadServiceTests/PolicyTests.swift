@@ -1,3 +1,5 @@
+import Glibc
+import Platform
 import Testing
 @testable import UploadService
 
@@ -27,13 +29,13 @@ import Testing
         ("日本語.txt", "日本語.txt"), ("...", "..."), (" spaced ", " spaced "),
     ])
     func sanitizes(raw: String, name: String) throws {
-        #expect(try FileName.sanitize(raw).get() == name)
+        #expect(try FileName.sanitize(Array(raw.utf8)).get() == name)
     }
 
     @Test(arguments: ["", ".", "..", "a/..", "dir/", "\u{1}", ".upload-1.part", ".upload-", String(repeating: "a", count: 256),
                       String(repeating: "€", count: 86)])
     func rejects(raw: String) {
-        guard case .failure(let failure) = FileName.sanitize(raw) else {
+        guard case .failure(let failure) = FileName.sanitize(Array(raw.utf8)) else {
             Issue.record("\(raw) was accepted")
             return
         }
@@ -41,19 +43,92 @@ import Testing
     }
 
     @Test func acceptsExactly255Bytes() {
-        #expect((try? FileName.sanitize(String(repeating: "a", count: 255)).get()) != nil)
-        #expect((try? FileName.sanitize(String(repeating: "€", count: 85)).get()) != nil)  // 255 bytes
+        #expect((try? FileName.sanitize(Array(String(repeating: "a", count: 255).utf8)).get()) != nil)
+        #expect((try? FileName.sanitize(Array(String(repeating: "€", count: 85).utf8)).get()) != nil)  // 255 bytes
     }
 
     @Test func alternatives() {
-        #expect(FileName.alternative("report.pdf", number: 1) == "report-1.pdf")
-        #expect(FileName.alternative("a.tar.gz", number: 2) == "a.tar-2.gz")
-        #expect(FileName.alternative(".env", number: 1) == ".env-1")
-        #expect(FileName.alternative("notes", number: 3) == "notes-3")
+        #expect(FileName.alternative("report.pdf", suffix: "-1") == "report-1.pdf")
+        #expect(FileName.alternative("a.tar.gz", suffix: "-2") == "a.tar-2.gz")
+        #expect(FileName.alternative(".env", suffix: "-1") == ".env-1")
+        #expect(FileName.alternative("notes", suffix: "-3") == "notes-3")
         let long = String(repeating: "x", count: 251) + ".txt"
-        let alternative = FileName.alternative(long, number: 12)
+        let alternative = FileName.alternative(long, suffix: "-12")
         #expect(alternative.utf8.count == 255)
         #expect(alternative.hasSuffix("-12.txt"))
+    }
+
+    /// Issue 11.4: a long extension used to stay whole, and the name grew past 255 bytes.
+    @Test func alternativeShortensALongExtension() {
+        let name = "a." + String(repeating: "x", count: 253)
+        let alternative = FileName.alternative(name, suffix: "-1")
+        #expect(alternative.utf8.count <= 255)
+        #expect(alternative != name)
+        #expect(alternative.contains("-1"))
+    }
+
+    /// Issue 11.2: `.upload.part` and `.upload` must never become a temporary file's name.
+    @Test(arguments: [".upload.part", ".upload", ".upload.x.y"])
+    func alternativeNeverLooksTemporary(name: String) {
+        for number in 1...3 {
+            let alternative = FileName.alternative(name, suffix: "-\(number)")
+            #expect(!alternative.hasPrefix(TemporaryName.prefix), "\(alternative)")
+            #expect((try? FileName.sanitize(Array(alternative.utf8)).get()) == alternative)
+        }
+    }
+
+    /// Issue 11.3: two names that differ only in invalid bytes used to collapse into one.
+    @Test func refusesInvalidUTF8() {
+        for raw: [UInt8] in [Array("caf".utf8) + [0xE9] + Array(".txt".utf8), [0xFF], Array("a".utf8) + [0xC3]] {
+            guard case .failure(let failure) = FileName.sanitize(raw) else {
+                Issue.record("\(raw) was accepted")
+                continue
+            }
+            #expect(failure.status == 400)
+            #expect(failure.message.contains("UTF-8"))
+        }
+    }
+
+    /// Issue 11.14: a name that displays as something else.
+    @Test(arguments: ["\u{202E}fdp.exe", "a\u{2066}b", "x\u{202A}"])
+    func refusesBidirectionalControls(raw: String) {
+        guard case .failure(let failure) = FileName.sanitize(Array(raw.utf8)) else {
+            Issue.record("\(raw) was accepted")
+            return
+        }
+        #expect(failure.status == 400)
+    }
+}
+
+@Suite struct TemporaryNameTests {
+    @Test func matchesOnlyItsOwnShape() {
+        let name = TemporaryName.next()
+        #expect(TemporaryName.matches(name))
+        #expect(TemporaryName.next() != name)
+        for other in [".upload-1.part", ".upload-2.part", ".upload.part", ".upload-abc-1.part",
+                      ".upload-0123456789abcdef-.part", ".upload-0123456789ABCDEF-1.part",
+                      ".upload-0123456789abcdef-1.part.x", "upload-0123456789abcdef-1.part"] {
+            #expect(!TemporaryName.matches(other), "\(other)")
+        }
+        #expect(TemporaryName.matches(".upload-0123456789abcdef-42.part"))
+        #expect(TemporaryName.matches(".upload-0123456789abcdef-7.part"))
+    }
+}
+
+@Suite struct PathSegmentTests {
+    @Test func decodesOnce() {
+        #expect(PathSegment.decode("report.pdf") == Array("report.pdf".utf8))
+        #expect(PathSegment.decode("a%20b") == Array("a b".utf8))
+        #expect(PathSegment.decode("%2541") == Array("%41".utf8))
+        #expect(PathSegment.decode("r%C3%A9sum%C3%A9") == Array("résumé".utf8))
+        #expect(PathSegment.decode("a%2Fb") == Array("a/b".utf8))
+        #expect(PathSegment.decode("bad%2") == nil)
+        #expect(PathSegment.decode("bad%zz") == nil)
+    }
+
+    @Test func encodesForLocation() {
+        #expect(PathSegment.encode("a b/é.txt") == "a%20b%2F%C3%A9.txt")
+        #expect(PathSegment.encode("report-1.pdf") == "report-1.pdf")
     }
 }
 
@@ -77,12 +152,25 @@ import Testing
         #expect(config.idleTimeoutSeconds == 30)
         #expect(config.shutdownGraceSeconds < 10)
         #expect(config.unnamedStaging)
+        #expect(config.connectionsPerAddress == 128)
+        #expect(!config.durable)
+        #expect(config.web)
+        #expect(config.allowedOrigins.isEmpty)
     }
 
     @Test func flagsAndTheirEnvironmentTwins() throws {
         let environment = ["HOST": "::1", "PORT": "8080", "UPLOAD_DIR": "/data", "MAX_UPLOAD_SIZE": "0",
                            "ON_CONFLICT": "rename", "THREADS": "8", "CONNECTION_LIMIT": "100", "TIMEOUT": "5",
-                           "UPLOAD_TOKEN": "t", "SHUTDOWN_GRACE": "2", "STAGING": "named"]
+                           "UPLOAD_TOKEN": "t", "SHUTDOWN_GRACE": "2", "STAGING": "named",
+                           "CONNECTIONS_PER_ADDRESS": "0", "FSYNC": "true", "WEB": "false",
+                           "ALLOW_ORIGIN": "https://a.example, http://b.example:8080"]
+        // UPLOAD_TOKEN_FILE: a secret mounted as a file, its newline dropped.
+        #expect(throws: ConfigurationError.self) { try serve([], ["UPLOAD_TOKEN_FILE": "/nonexistent"]) }
+        let tokenFile = "/tmp/upload-server-token-\(UInt32.random(in: .min ... .max))"
+        FileManagerless.write("s3cret\n", to: tokenFile)
+        defer { FileManagerless.remove(tokenFile) }
+        #expect(try serve([], ["UPLOAD_TOKEN_FILE": tokenFile]).token == "s3cret")
+        #expect(try serve(["--token-file", tokenFile]).token == "s3cret")
         let fromEnvironment = try serve([], environment)
         #expect(fromEnvironment.host == "::1")
         #expect(fromEnvironment.port == 8080)
@@ -95,7 +183,14 @@ import Testing
         #expect(fromEnvironment.token == "t")
         #expect(fromEnvironment.shutdownGraceSeconds == 2)
         #expect(fromEnvironment.unnamedStaging == false)
-        #expect(Set(CommandLineParser.environmentNames) == Set(environment.keys))
+        #expect(fromEnvironment.connectionsPerAddress == 0)
+        #expect(fromEnvironment.durable)
+        #expect(!fromEnvironment.web)
+        #expect(fromEnvironment.allowedOrigins == ["https://a.example", "http://b.example:8080"])
+        #expect(Set(CommandLineParser.environmentNames) == Set(environment.keys).union(["UPLOAD_TOKEN_FILE"]))
+        #expect(try serve(["--fsync"]).durable)
+        #expect(try serve(["--fsync", "--port", "1"]).durable)
+        #expect(try serve(["--fsync", "false"]).durable == false)
 
         let flagsWin = try serve(["--port", "1234", "--on-conflict=reject", "--max-upload-size", "2MiB"], environment)
         #expect(flagsWin.port == 1234)
@@ -105,7 +200,8 @@ import Testing
     }
 
     @Test(arguments: [["--port", "-1"], ["--host", "example.com"], ["--timeout", "0"], ["--nope"], ["--threads"],
-                      ["--connection-limit", "many"], ["--upload-dir", ""], ["--staging", "tmp"]])
+                      ["--connection-limit", "many"], ["--upload-dir", ""], ["--staging", "tmp"], ["--web", "maybe"],
+                      ["--allow-origin", "example.com"], ["--connections-per-address", "-1"]])
     func badFlags(arguments: [String]) {
         #expect(throws: ConfigurationError.self) { try CommandLineParser.parse(arguments, environment: [:], processors: 1) }
     }
@@ -137,6 +233,12 @@ import Testing
                 == .healthcheck(url: "http://[fd00::5]:9000/healthz", timeoutSeconds: 3))
         #expect(try CommandLineParser.parse(["healthcheck", "--url", "http://[::1]:9/h"], environment: [:], processors: 1)
                 == .healthcheck(url: "http://[::1]:9/h", timeoutSeconds: 3))
+        // Issue 11.13: the server's own flags, so the image's HEALTHCHECK follows --port.
+        #expect(try CommandLineParser.parse(["healthcheck", "--port", "8080"], environment: ["PORT": "9"], processors: 1)
+                == .healthcheck(url: "http://127.0.0.1:8080/healthz", timeoutSeconds: 3))
+        #expect(try CommandLineParser.parse(["healthcheck", "--host=10.0.0.7", "--port", "81", "--timeout", "2"],
+                                            environment: [:], processors: 1)
+                == .healthcheck(url: "http://10.0.0.7:81/healthz", timeoutSeconds: 2))
         #expect(throws: ConfigurationError.self) {
             try CommandLineParser.parse(["healthcheck", "--url", "https://x/"], environment: [:], processors: 1)
         }
@@ -194,4 +296,15 @@ private extension String {
         for character in self { result += character == "\"" ? "\\\"" : String(character) }
         return result
     }
+}
+
+/// Writes and removes small files without Foundation's FileManager (Glibc is enough).
+enum FileManagerless {
+    static func write(_ text: String, to path: String) {
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        _ = text.utf8CString.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count - 1) }
+        close(fd)
+    }
+
+    static func remove(_ path: String) { unlink(path) }
 }

@@ -27,16 +27,26 @@ final class HTTPConnection {
     private let fd: Int32
     private var buffer = Data()
 
-    init(port: UInt16, timeoutSeconds: Int = 20) throws {
+    /// `source`: the client's own address (another loopback address is another client).
+    init(port: UInt16, host: String = "127.0.0.1", source: String? = nil, timeoutSeconds: Int = 20) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw TestFailure("socket: \(errno)") }
         var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        if let source {
+            var local = sockaddr_in()
+            local.sin_family = sa_family_t(AF_INET)
+            local.sin_addr.s_addr = inet_addr(source)
+            let bound = withUnsafePointer(to: &local) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            guard bound == 0 else { throw TestFailure("bind \(source): errno \(errno)") }
+        }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = port.bigEndian
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_addr.s_addr = inet_addr(host)
         let result = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
@@ -160,6 +170,16 @@ extension HTTPConnection {
     func startUpload(_ form: Multipart, sending byteCount: Int) throws {
         try send("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Type: \(form.contentType)\r\nContent-Length: \(form.body.count)\r\n\r\n")
         try send(form.body.prefix(byteCount))
+    }
+
+    /// PUT with a Content-Length body.
+    func put(_ path: String, _ body: Data, headers: [String] = []) throws -> Response {
+        var head = "PUT \(path) HTTP/1.1\r\nHost: test\r\nContent-Length: \(body.count)\r\nConnection: close\r\n"
+        for header in headers { head += header + "\r\n" }
+        try send(head + "\r\n")
+        try send(body)
+        guard let response = try readResponse() else { throw TestFailure("no response") }
+        return response
     }
 
     func get(_ path: String, method: String = "GET", keepAlive: Bool = false) throws -> Response {

@@ -32,7 +32,7 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
         return nil
     }
 
-    init?(_ address: UnsafePointer<sockaddr>) {
+    public init?(_ address: UnsafePointer<sockaddr>) {
         switch Int32(address.pointee.sa_family) {
         case AF_INET:
             storage = .v4(UnsafeRawPointer(address).load(as: sockaddr_in.self))
@@ -50,6 +50,9 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
 
     /// 0.0.0.0 or ::
     public var isWildcard: Bool { host == "0.0.0.0" || host == "::" }
+
+    /// 127.0.0.0/8 or ::1: reachable from this machine (or container) only.
+    public var isLoopback: Bool { host.hasPrefix("127.") || host == "::1" }
 
     public var port: UInt16 {
         switch storage {
@@ -72,7 +75,8 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
     /// `1.2.3.4:80` or `[::1]:80`.
     public var description: String { isIPv6 ? "[\(host)]:\(port)" : "\(host):\(port)" }
 
-    func withSockaddr<R>(_ body: (UnsafePointer<sockaddr>, socklen_t) -> R) -> R {
+    /// Lends the C form of the address for the duration of `body`.
+    public func withSockaddr<R>(_ body: (UnsafePointer<sockaddr>, socklen_t) -> R) -> R {
         switch storage {
         case .v4(var address):
             return withUnsafePointer(to: &address) {

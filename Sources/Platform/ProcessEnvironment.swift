@@ -1,5 +1,6 @@
-import CMicroHTTPD
+import CPlatform
 import Glibc
+import Synchronization
 
 /// Process-wide facilities: signals, limits, identity, clocks and output.
 public enum ProcessEnvironment {
@@ -95,21 +96,47 @@ public enum ProcessEnvironment {
         }
     }
 
-    /// Writes one line with a single write(2), so concurrent lines never interleave
-    /// and nothing waits in a buffer (stdout is a pipe under docker).
+    /// Writes one line. A line is written whole before another starts: write(2)
+    /// is atomic on a pipe (stdout under Docker) only up to 4 KiB, so concurrent
+    /// lines take turns. Nothing waits in a buffer.
     public static func writeLine(_ line: consuming String, toStandardError: Bool = false) {
         var text = line  // a line passed at its last use is moved here, not copied
         text.append("\n")
-        text.withUTF8 { bytes in
-            var offset = 0
-            while offset < bytes.count {
-                let written = Glibc.write(toStandardError ? 2 : 1, bytes.baseAddress! + offset, bytes.count - offset)
-                if written < 0 {
-                    if errno == EINTR { continue }
-                    return
+        let fd: Int32 = toStandardError ? 2 : 1
+        outputLock.withLock { _ in
+            text.withUTF8 { bytes in
+                var offset = 0
+                while offset < bytes.count {
+                    guard let written = try? system("write", { Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset) })
+                    else { return }
+                    offset += written
                 }
-                offset += written
             }
         }
+    }
+
+    private static let outputLock = Mutex(())
+
+    /// The version this binary was built from: `1.2.3` from a release tag,
+    /// `0.0.0-dev+<sha>` otherwise (scripts/swift).
+    public static var buildVersion: String { String(cString: upload_server_version()) }
+    /// The full commit, or `unknown`.
+    public static var buildRevision: String { String(cString: upload_server_revision()) }
+}
+
+extension ProcessEnvironment {
+    /// The contents of a small text file (a secret), or nil when it cannot be read.
+    public static func readSmallFile(_ path: String, limit: Int = 64 * 1024) -> String? {
+        guard let fd = try? system("open \(path)", { open(path, O_RDONLY | O_CLOEXEC) }) else { return nil }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while bytes.count <= limit {
+            guard let count = try? system("read \(path)", { buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) } })
+            else { return nil }
+            if count == 0 { return String(validating: bytes, as: UTF8.self) }
+            bytes += buffer[..<count]
+        }
+        return nil
     }
 }

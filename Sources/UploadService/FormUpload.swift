@@ -1,0 +1,65 @@
+import MicroHTTPD
+
+/// `POST /upload`: a multipart/form-data body; every `file` part with a filename
+/// is stored, other fields are read and ignored.
+final class FormUpload: FormReceiver {
+    private let upload: Upload
+    /// Added to the answer (CORS).
+    private let headers: [(name: String, value: String)]
+
+    init(_ upload: Upload, headers: [(name: String, value: String)]) {
+        self.upload = upload
+        self.headers = headers
+    }
+
+    func receive(byteCount count: Int) -> BodyDecision { upload.receive(byteCount: count) }
+
+    func partBegins(name: String, filename: [UInt8]?) -> Bool {
+        guard upload.endFile() else { return false }
+        guard name == "file" else { return true }
+        guard let filename else {
+            upload.fail(.badRequest("the \"file\" part has no filename"))
+            return false
+        }
+        switch FileName.sanitize(filename) {
+        case .failure(let failure):
+            upload.fail(failure)
+            return false
+        case .success(let name):
+            return upload.beginFile(named: name)
+        }
+    }
+
+    func partData(_ bytes: RawSpan) -> Bool { upload.write(bytes) }
+
+    func malformed() { upload.fail(.badRequest("malformed multipart body")) }
+
+    func finish(parsed: Bool) -> Response {
+        if !parsed { upload.fail(.badRequest("multipart body is truncated or malformed")) }
+        switch upload.finish() {
+        case .success(let stored): return .stored(stored, status: 200, headers: headers)
+        case .failure(let failure): return failure.response.adding(headers)
+        }
+    }
+
+    func abandon(_ reason: Termination) { upload.abandon(reason) }
+}
+
+extension Response {
+    func adding(_ headers: [(name: String, value: String)]) -> Response {
+        Response(status: status, body: body, headers: self.headers + headers)
+    }
+
+    /// `{"files":[{"name":"a.txt","size":3}]}`, built directly: it runs for every upload.
+    static func stored(_ files: [StoredFile], status: Int, headers: [(name: String, value: String)] = []) -> Response {
+        var body = "{\"files\":["
+        for (index, file) in files.enumerated() {
+            body += index == 0 ? "{\"name\":" : ",{\"name\":"
+            JSON.appendString(file.name, to: &body)
+            body += ",\"size\":\(file.size)}"
+        }
+        body += "]}\n"
+        return Response(status: status, body: Array(body.utf8),
+                        headers: [(name: "Content-Type", value: "application/json")] + headers)
+    }
+}
