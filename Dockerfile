@@ -68,6 +68,7 @@ RUN set -eu; \
         echo "architecture=$(dpkg --print-architecture)"; \
         echo "libmicrohttpd=$(pkg-config --modversion libmicrohttpd)"; \
         echo "libmicrohttpd-debian=$(scripts/libmicrohttpd --version)"; \
+        echo "libmicrohttpd-patches=$(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' patches/libmicrohttpd/series | awk '{ print $1 }' | paste -sd ' ')"; \
         echo "glibc=$(dpkg-query -W -f='${Version}' libc6-dev)"; \
         dpkg-query -W -f='${Package}=${Version}\n' 'libstdc++-*-dev' 'libgcc-*-dev'; \
         echo "swift=$(swift --version 2>&1 | sed -n 's/.*Swift version \([^ ]*\).*/\1/p')"; \
