@@ -52,7 +52,8 @@
     return node;
   }
 
-  function addFile(file) {
+  // `refusal`: why the file is not sent at all (a folder dropped on the page).
+  function addFile(file, refusal) {
     const li = element('li', 'file');
     li.tabIndex = -1;  // takes focus when its cancel button goes away
     const head = element('div', 'file-head');
@@ -73,7 +74,9 @@
     cancel.addEventListener('click', () => cancelItem(item));
 
     const limit = Number(app.dataset.maxUploadSize) || 0;
-    if (limit > 0 && file.size > limit) {
+    if (refusal) {
+      fail(item, refusal);
+    } else if (limit > 0 && file.size > limit) {
       fail(item, tooLarge());
     } else if (tokenRequired && !token()) {
       wait(item);
@@ -179,7 +182,6 @@
     xhr.upload.addEventListener('progress', (event) => showProgress(item, event.loaded));
     xhr.addEventListener('load', () => finish(item, xhr));
     xhr.addEventListener('error', () => fail(item, 'Server unreachable.'));
-    xhr.addEventListener('timeout', () => fail(item, 'Server unreachable.'));
     xhr.addEventListener('abort', () => settle(item, 'cancelled', 'Cancelled.'));
     xhr.addEventListener('loadend', () => {
       item.xhr = null;
@@ -193,8 +195,10 @@
     while (running < PARALLEL && queue.length > 0) start(queue.shift());
   }
 
-  function addFiles(files) {
-    for (const file of files) addFile(file);
+  function addFiles(files, folders) {
+    Array.from(files).forEach((file, index) => {
+      addFile(file, folders && folders[index] ? 'A folder: drop or choose the files in it instead.' : '');
+    });
     pump();
   }
 
@@ -242,7 +246,13 @@
     event.preventDefault();
     dragDepth = 0;
     dropZone.classList.remove('dragging');
-    if (event.dataTransfer && event.dataTransfer.files.length > 0) addFiles(event.dataTransfer.files);
+    if (!event.dataTransfer) return;
+    // A dropped folder arrives as a File that cannot be read.
+    const folders = Array.from(event.dataTransfer.items).filter((entry) => entry.kind === 'file').map((entry) => {
+      const item = entry.webkitGetAsEntry && entry.webkitGetAsEntry();
+      return Boolean(item && item.isDirectory);
+    });
+    addFiles(event.dataTransfer.files, folders);
   });
 
   showTokenState();
