@@ -46,6 +46,26 @@ import Testing
         #expect(server.storedNames.isEmpty)
     }
 
+    /// Issue 11.10 and 11.11: valid framing other multipart writers use (needs
+    /// our libmicrohttpd patch 0007).
+    @Test(arguments: [
+        ("Boundary=xyzzy", "Content-Disposition: form-data; name=\"file\"; filename=\"a.txt\"", ""),
+        ("boundary=xyzzy; charset=utf-8", "Content-Disposition: form-data; name=\"file\"; filename=\"a.txt\"", ""),
+        ("boundary=\"xyzzy\"", "Content-Disposition:form-data;name=\"file\";filename=\"a.txt\"", ""),
+        ("boundary=xyzzy", "Content-Disposition: form-data; name=\"file\"; filename=\"a.txt\"", "\r\n\r\n"),
+        ("boundary=xyzzy", "content-disposition: form-data; name=\"file\"; filename=\"a.txt\"", "  \r\nepilogue"),
+    ])
+    func otherMultipartWritersAreUnderstood(parameters: String, disposition: String, epilogue: String) throws {
+        let server = try TestServer()
+        let body = Data("--xyzzy\r\n\(disposition)\r\n\r\ncontent\r\n--xyzzy--\(epilogue)".utf8)
+        let connection = try server.client()
+        try connection.send("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Type: multipart/form-data; \(parameters)\r\nContent-Length: \(body.count)\r\nConnection: close\r\n\r\n")
+        try connection.send(body)
+        let response = try #require(try connection.readResponse())
+        #expect(response.status == 200, "\(response.text)")
+        #expect(server.contents(of: "a.txt") == Data("content".utf8))
+    }
+
     @Test func renameKeepsLongNamesWithinTheLimit() throws {
         let server = try TestServer(["--on-conflict", "rename"])
         let name = "a." + String(repeating: "x", count: 253)

@@ -38,7 +38,8 @@ async def _run(binary: str, options) -> None:
         return
 
     ws = Workspace("load", keep=options.keep)
-    server = Server(binary, ws.path("up"), ["--timeout", str(timeout), "--connection-limit", str(max(4096, total * 2))]
+    # Every client is 127.0.0.1, as behind a reverse proxy: no per-address limit.
+    server = Server(binary, ws.path("up"), ["--timeout", str(timeout), "--connection-limit", str(max(4096, total * 2)), "--connections-per-address", "0"]
                     + staging_args(stagings(options, False)[0]))
     try:
         server.start()

@@ -6,14 +6,18 @@ served: /healthz on a fresh connection every 250 ms and a 256 KiB upload every
 second, each within a second. A body that stalls past the idle timeout is cut off
 and its temporary file removed; endless headers, an endless chunked body and a huge
 Content-Length are refused within bounds. At the end the server holds no more
-descriptors, temporary files or uploads than at the start.
+descriptors, temporary files or uploads than at the start. Then one address
+floods the server with 4,096 sockets under the default per-address limit, and
+another address is still served.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
+import socket
 import time
 
 import aio
@@ -27,6 +31,56 @@ DRIP = 2.0       # seconds between the bytes of a slow client (below the idle ti
 
 def run(binary: str, options) -> None:
     asyncio.run(_run(binary, options))
+    one_address_flood(binary, options)
+
+
+FLOOD = 4096
+PER_ADDRESS = 128  # the server's default --connections-per-address
+
+
+def one_address_flood(binary: str, options) -> None:
+    """4,096 sockets from 127.0.0.1, each dripping header bytes, against the
+    default per-address limit: another address (127.0.0.2) is still served
+    within 1 s, and the flood holds no more than its share of connections."""
+    raise_nofile(FLOOD + 1024)
+    ws = Workspace("flood", keep=options.keep)
+    server = Server(binary, ws.path("up"), ["--timeout", "20"], name="flood")
+    sockets: list[socket.socket] = []
+    try:
+        server.start()
+        for _ in range(FLOOD):
+            s = socket.socket()
+            s.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                s.connect((HOST, server.port))
+            sockets.append(s)
+        for byte in (b"G", b"E"):
+            time.sleep(0.5)
+            for s in sockets:
+                with contextlib.suppress(OSError):
+                    s.send(byte)
+        held = server.socket_count()
+        started = time.monotonic()
+        status, error = None, ""
+        try:
+            with socket.create_connection((HOST, server.port), timeout=1, source_address=("127.0.0.2", 0)) as other:
+                other.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                head = other.recv(64)
+                status = int(head.split()[1]) if head.startswith(b"HTTP/1.1 ") else None
+        except OSError as exc:
+            error = repr(exc)
+        elapsed = time.monotonic() - started
+        REPORT.check(f"{FLOOD} sockets from 127.0.0.1: /healthz from 127.0.0.2 answers within 1 s",
+                     status == 200 and elapsed < 1, f"status {status} in {elapsed * 1000:.0f} ms {error}")
+        REPORT.check("the flooding address holds at most its per-address share",
+                     held <= PER_ADDRESS + 8, f"{held} server sockets (limit {PER_ADDRESS})")
+        REPORT.check("server alive after the flood", server.alive(), server.crash_text())
+    finally:
+        for s in sockets:
+            s.close()
+        code = server.stop()
+        REPORT.check("flood: server exits 0 on SIGTERM", code == 0, f"exit {code}")
+        ws.cleanup()
 
 
 async def _run(binary: str, options) -> None:
@@ -35,7 +89,10 @@ async def _run(binary: str, options) -> None:
     duration = options.slow_seconds
     raise_nofile()
     ws = Workspace("slow", keep=options.keep)
-    server = Server(binary, ws.path("up"), ["--timeout", str(IDLE_TIMEOUT), "--max-upload-size", str(LIMIT)]
+    # Every client is 127.0.0.1, as behind a reverse proxy: no per-address
+    # limit here; one_address_flood checks the default.
+    server = Server(binary, ws.path("up"), ["--timeout", str(IDLE_TIMEOUT), "--max-upload-size", str(LIMIT),
+                                           "--connections-per-address", "0"]
                     + staging_args(stagings(options, False)[0]))
     try:
         server.start()

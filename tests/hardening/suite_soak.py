@@ -224,7 +224,8 @@ def run(binary: str, options) -> None:
 
     ws = Workspace("soak", keep=options.keep)
     up = ws.path("up")
-    server = Server(binary, up, ["--timeout", "30"] + staging_args(stagings(options, False)[0]))
+    # 64 clients, all 127.0.0.1: no per-address limit.
+    server = Server(binary, up, ["--timeout", "30", "--connections-per-address", "0"] + staging_args(stagings(options, False)[0]))
     try:
         server.start()
         start_fds = server.fd_count()
