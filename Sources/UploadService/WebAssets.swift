@@ -155,20 +155,25 @@ enum WebAssets {
     settle(item, 'error', text);
   }
 
+  function cancelled(item) {
+    item.progress.value = 0;
+    settle(item, 'cancelled', 'Cancelled.');
+  }
+
   function tooLarge() {
     return 'Too large: the limit is ' + limitText + '.';
   }
 
   function cancelItem(item) {
     if (item.xhr) {
-      item.xhr.abort();  // onabort settles it
+      item.xhr.abort();  // its abort event settles it
       return;
     }
     for (const waiting of [queue, needToken]) {
       const index = waiting.indexOf(item);
       if (index >= 0) waiting.splice(index, 1);
     }
-    settle(item, 'cancelled', 'Cancelled.');
+    cancelled(item);
   }
 
   function showProgress(item, loaded) {
@@ -229,7 +234,7 @@ enum WebAssets {
     xhr.upload.addEventListener('progress', (event) => showProgress(item, event.loaded));
     xhr.addEventListener('load', () => finish(item, xhr));
     xhr.addEventListener('error', () => fail(item, 'Server unreachable.'));
-    xhr.addEventListener('abort', () => settle(item, 'cancelled', 'Cancelled.'));
+    xhr.addEventListener('abort', () => cancelled(item));
     xhr.addEventListener('loadend', () => {
       item.xhr = null;
       running -= 1;

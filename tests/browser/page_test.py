@@ -360,6 +360,8 @@ def own_origin_only(browser: Browser, origins: list[str]) -> None:
           f"{len(browser.requests)} requests; others: {others[:5]}")
     violations = [m for m in browser.console if "Content Security Policy" in m]
     check("no Content-Security-Policy violation", not violations, str(violations[:3]))
+    errors = [m for m in browser.console if "Uncaught" in m]
+    check("no script error", not errors, str(errors[:3]))
 
 
 def token_mode(browser: Browser, server: Server, upload_dir: str, path: str) -> None:
@@ -411,7 +413,7 @@ def without_javascript(port: int, upload_dir: str, path: str) -> None:
         driver.get(f"http://{HOST}:{port}/")
         driver.find_element(By.ID, "file-input").send_keys(path)
         driver.find_element(By.ID, "upload-button").click()
-        wait_for(lambda: '"files"' in driver.find_element(By.TAG_NAME, "body").text, 20)
+        wait_for(lambda: '"files"' in driver.page_source or '"error"' in driver.page_source, 20)
         text = driver.page_source
         name = os.path.basename(path)
         on_disk = os.path.join(upload_dir, name)
