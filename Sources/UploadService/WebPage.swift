@@ -20,7 +20,9 @@ struct WebPage {
          value: "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
              + "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"),
         (name: "X-Content-Type-Options", value: "nosniff"),
-        (name: "Referrer-Policy", value: "no-referrer"),
+        // Not no-referrer: a form POST would then carry "Origin: null", which the
+        // cross-origin check refuses.
+        (name: "Referrer-Policy", value: "same-origin"),
     ]
 
     /// The page's answer for `GET`/`HEAD` of one of its paths, else nil.

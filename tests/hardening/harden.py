@@ -20,7 +20,7 @@ sys.path.insert(0, HERE)
 
 from common import REPORT, exception_text  # noqa: E402
 
-SUITES = ["load", "soak", "faults", "fuzz", "slow", "multi", "library"]
+SUITES = ["load", "soak", "faults", "fuzz", "slow", "limits", "multi", "library"]
 
 
 def env_int(name: str, default: int) -> int:
