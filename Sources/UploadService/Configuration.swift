@@ -115,6 +115,7 @@ public enum CommandLineParser {
         },
         Option(flag: "--token-file", environment: "UPLOAD_TOKEN_FILE", valueName: "PATH",
                help: "read the token from a file (Docker and Kubernetes secrets)") { config, value in
+            guard !value.isEmpty else { return true }  // an unset Compose variable
             guard let text = ProcessEnvironment.readSmallFile(value) else { return false }
             var token = Substring(text)
             while let last = token.last, last == "\n" || last == "\r" { token = token.dropLast() }
