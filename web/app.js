@@ -114,7 +114,8 @@
   }
 
   function tooLarge() {
-    return 'Too large: the limit is ' + limitText + '.';
+    // Without a limit of our own, a proxy in front of the server refused it.
+    return limitText === 'unlimited' ? 'Too large for the server.' : 'Too large: the limit is ' + limitText + '.';
   }
 
   function cancelItem(item) {
