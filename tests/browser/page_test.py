@@ -27,7 +27,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tests", "hardening"))
 
-from common import HOST, MiB, REPORT, Server, Workspace, exception_text, file_sha256, request, temp_files  # noqa: E402
+from common import (HOST, TEMP_PREFIX, MiB, REPORT, Server, Workspace, exception_text,  # noqa: E402
+                    file_sha256, request, temp_files)
 
 from selenium import webdriver  # noqa: E402
 from selenium.common.exceptions import WebDriverException  # noqa: E402
@@ -37,12 +38,6 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 
 LIMIT = 64 * MiB
-
-def limit_shown(text: str) -> bool:
-    """The page states the limit as the server words it: `64 MiB` or `64MiB`."""
-    return text.replace(" ", "") == "64MiB"
-
-
 TOKEN = "browser-test-token"
 # Not no-referrer: under it a browser sends `Origin: null` with the plain form's
 # POST, which the server's cross-origin check must refuse.
@@ -89,6 +84,11 @@ return Array.from(document.querySelectorAll('input, button, progress, select, te
 FINAL = ("done", "error", "cancelled")
 
 
+def limit_shown(text: str) -> bool:
+    """The page states the limit as the server words it: `64 MiB` or `64MiB`."""
+    return text.replace(" ", "") == "64MiB"
+
+
 def check(name: str, ok: bool, detail: str = "") -> bool:
     """A PASS/FAIL line; the detail only on failure."""
     return REPORT.check(name, ok, "" if ok else detail)
@@ -110,7 +110,6 @@ class Browser:
         options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
         service = Service(executable_path=os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver"))
         self.driver = webdriver.Chrome(options=options, service=service)
-        self.driver.set_script_timeout(30)
         self.requests: list[str] = []  # every URL the browser asked for
         self.console: list[str] = []
 
@@ -145,6 +144,10 @@ class Browser:
                 return rows
             time.sleep(0.05)
 
+    def wait_row(self, index: int, timeout: float, states=FINAL) -> dict:
+        rows = self.wait_rows(index, 1, timeout, states)
+        return rows[0] if rows else {}
+
 
 def make_file(path: str, size: int, rng: random.Random) -> str:
     with open(path, "wb") as f:
@@ -156,8 +159,15 @@ def make_file(path: str, size: int, rng: random.Random) -> str:
     return path
 
 
+def sparse_file(path: str, size: int) -> str:
+    """For files whose bytes never reach the disk: only their size matters."""
+    with open(path, "wb") as f:
+        f.truncate(size)
+    return path
+
+
 def stored(upload_dir: str) -> list[str]:
-    return sorted(n for n in os.listdir(upload_dir) if not n.startswith(".upload-"))
+    return sorted(n for n in os.listdir(upload_dir) if not n.startswith(TEMP_PREFIX))
 
 
 def puts(server: Server, name: str) -> list[int | None]:
@@ -253,7 +263,7 @@ def too_large(browser: Browser, server: Server, upload_dir: str, path: str) -> N
     name = os.path.basename(path)
     first = len(browser.rows())
     browser.pick(path)
-    row = (browser.wait_rows(first, 1, 10) or [{}])[0]
+    row = browser.wait_row(first, 10)
     message = f"Too large: the limit is {driver.find_element(By.ID, 'limit-text').text}."
     check("client side: a file over the limit is refused with the limit", row.get("state") == "error"
           and row.get("status") == message, str(row))
@@ -265,7 +275,7 @@ def too_large(browser: Browser, server: Server, upload_dir: str, path: str) -> N
     # The server's own refusal: the page is told there is no limit, so it sends the file.
     driver.execute_script("document.getElementById('app').dataset.maxUploadSize = '0';")
     browser.pick(path)
-    row = (browser.wait_rows(first + 1, 1, 60) or [{}])[0]
+    row = browser.wait_row(first + 1, 60)
     driver.execute_script(f"document.getElementById('app').dataset.maxUploadSize = '{LIMIT}';")
     check("server side: 413 is shown as too large, with the limit",
           row.get("state") == "error" and row.get("status") == message and 413 in puts(server, name),
@@ -347,12 +357,12 @@ def unreachable(browser: Browser, server: Server, path: str) -> None:
     first = len(browser.rows())
     server.stop()
     browser.pick(path)
-    row = (browser.wait_rows(first, 1, 20) or [{}])[0]
+    row = browser.wait_row(first, 20)
     check("a stopped server is reported as unreachable",
           row.get("state") == "error" and row.get("status") == "Server unreachable.", str(row))
 
 
-def own_origin_only(browser: Browser, origins: list[str]) -> None:
+def requests_and_console(browser: Browser, origins: list[str]) -> None:
     browser.drain_logs()
     others = [u for u in browser.requests
               if not (u.startswith("data:") or any(u.startswith(origin + "/") for origin in origins))]
@@ -374,7 +384,7 @@ def token_mode(browser: Browser, server: Server, upload_dir: str, path: str) -> 
           and limit_shown(driver.find_element(By.ID, "limit-text").text))
 
     browser.pick(path)
-    row = (browser.wait_rows(0, 1, 5, states=("token",)) or [{}])[0]
+    row = browser.wait_row(0, 5, states=("token",))
     time.sleep(0.3)
     check("token: a file picked first waits for the token, unsent",
           row.get("state") == "token" and not puts(server, name), f"{row} {puts(server, name)}")
@@ -388,7 +398,7 @@ def token_mode(browser: Browser, server: Server, upload_dir: str, path: str) -> 
           and browser.rows()[0]["state"] == "token", f"{message!r} {browser.rows()}")
 
     driver.find_element(By.ID, "token-input").send_keys(TOKEN, Keys.ENTER)
-    row = (browser.wait_rows(0, 1, 20) or [{}])[0]
+    row = browser.wait_row(0, 20)
     on_disk = os.path.join(upload_dir, name)
     check("token: with the right token the waiting file is sent and stored", row.get("state") == "done"
           and os.path.isfile(on_disk) and file_sha256(on_disk) == file_sha256(path), str(row))
@@ -400,7 +410,7 @@ def token_mode(browser: Browser, server: Server, upload_dir: str, path: str) -> 
     check("token: after a reload it is not asked again", not driver.find_element(By.ID, "token-form").is_displayed()
           and driver.find_element(By.ID, "token-set").is_displayed())
     browser.pick(path)
-    row = (browser.wait_rows(0, 1, 20) or [{}])[0]
+    row = browser.wait_row(0, 20)
     check("token: uploads keep working; a name that exists is reported (--on-conflict reject)",
           row.get("state") == "error" and row.get("status") == "A file with this name already exists."
           and puts(server, name)[-1] == 409, f"{row} {puts(server, name)}")
@@ -434,14 +444,8 @@ def run(args: argparse.Namespace, workspace: Workspace) -> None:
         "photo.jpg": make_file(os.path.join(sources, "photo.jpg"), 700 * 1024, rng),
         "archive.tar": make_file(os.path.join(sources, "archive.tar"), 40 * MiB, rng),
     }
-    over = os.path.join(sources, "too-large.bin")
-    with open(over, "wb") as f:
-        f.truncate(LIMIT + 1)  # sparse: only its size matters
-    cancelled = []
-    for number in range(1, 5):
-        cancelled.append(os.path.join(sources, f"cancelled-{number}.bin"))
-        with open(cancelled[-1], "wb") as f:
-            f.truncate(16 * MiB)
+    over = sparse_file(os.path.join(sources, "too-large.bin"), LIMIT + 1)
+    cancelled = [sparse_file(os.path.join(sources, f"cancelled-{n}.bin"), 16 * MiB) for n in range(1, 5)]
     plain = make_file(os.path.join(sources, "no script.txt"), 2000, rng)
     late = make_file(os.path.join(sources, "late.txt"), 100, rng)
 
@@ -472,7 +476,7 @@ def run(args: argparse.Namespace, workspace: Workspace) -> None:
                                                        "--on-conflict", "reject"],
                               workdir=workspace.root, name="token-server").start()
         token_mode(browser, token_server, token_dir, files["résumé final.txt"])
-        own_origin_only(browser, [origin, f"http://{HOST}:{token_server.port}"])
+        requests_and_console(browser, [origin, f"http://{HOST}:{token_server.port}"])
         token_server.stop()
     finally:
         browser.quit()
