@@ -70,7 +70,8 @@ RUN set -eu; \
         echo "libmicrohttpd-debian=$(scripts/libmicrohttpd --version)"; \
         echo "libmicrohttpd-patches=$(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' patches/libmicrohttpd/series | awk '{ print $1 }' | paste -sd ' ')"; \
         echo "glibc=$(dpkg-query -W -f='${Version}' libc6-dev)"; \
-        dpkg-query -W -f='${Package}=${Version}\n' 'libstdc++-*-dev' 'libgcc-*-dev'; \
+        dpkg-query -W -f='${db:Status-Abbrev} ${Package}=${Version}\n' 'libstdc++-*-dev' 'libgcc-*-dev' \
+            | awk '$1 == "ii" { print $2 }'; \
         echo "swift=$(swift --version 2>&1 | sed -n 's/.*Swift version \([^ ]*\).*/\1/p')"; \
     } > /out/licenses/components.txt; \
     cat /out/licenses/components.txt; \
