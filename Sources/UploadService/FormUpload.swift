@@ -50,16 +50,23 @@ extension Response {
         Response(status: status, body: body, headers: self.headers + headers)
     }
 
-    /// `{"files":[{"name":"a.txt","size":3}]}`, built directly: it runs for every upload.
+    /// `{"files":[{"name":"a.txt","size":3}]}`.
     static func stored(_ files: [StoredFile], status: Int, headers: [(name: String, value: String)] = []) -> Response {
-        var body = "{\"files\":["
-        for (index, file) in files.enumerated() {
-            body += index == 0 ? "{\"name\":" : ",{\"name\":"
-            JSON.appendString(file.name, to: &body)
-            body += ",\"size\":\(file.size)}"
+        var body = JSONWriter(reserving: 64 * files.count)
+        body.beginObject()
+        body.key("files")
+        body.beginArray()
+        for file in files {
+            body.beginObject()
+            body.key("name")
+            body.string(file.name)
+            body.key("size")
+            body.literal(String(file.size))
+            body.endObject()
         }
-        body += "]}\n"
-        return Response(status: status, body: Array(body.utf8),
+        body.endArray()
+        body.endObject()
+        return Response(status: status, body: Array((body.text + "\n").utf8),
                         headers: [(name: "Content-Type", value: "application/json")] + headers)
     }
 }

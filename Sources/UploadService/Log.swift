@@ -13,49 +13,46 @@ public struct Log: Sendable {
     public func warning(_ event: String, _ fields: [(String, JSON)] = []) { write("warning", event, fields) }
     public func error(_ event: String, _ fields: [(String, JSON)] = []) { write("error", event, fields) }
 
-    /// Built by hand: it runs for every request.
     func access(_ record: RequestRecord) {
-        var line = "{\"time\":\""
         let path = Self.shortened(record.path)
-        line.reserveCapacity(200 + path.utf8.count)  // and the newline writeLine adds
-        line += ProcessEnvironment.timestamp()
-        line += "\",\"method\":"
-        JSON.appendString(record.method, to: &line)
-        line += ",\"path\":"
-        JSON.appendString(path, to: &line)
-        line += ",\"status\":"
-        line += record.status.map { String($0) } ?? "null"
-        line += ",\"bytes\":"
-        line += String(record.bodyBytes)
-        line += ",\"duration_ms\":"
-        appendMilliseconds(record.durationNanoseconds, to: &line)
-        line += ",\"peer\":"
-        JSON.appendString(record.peer, to: &line)
+        var line = JSONWriter(reserving: 200 + path.utf8.count)  // and the newline writeLine adds
+        line.beginObject()
+        line.key("time")
+        line.string(ProcessEnvironment.timestamp())
+        line.key("method")
+        line.string(record.method)
+        line.key("path")
+        line.string(path)
+        line.key("status")
+        line.literal(record.status.map { String($0) } ?? "null")
+        line.key("bytes")
+        line.literal(String(record.bodyBytes))
+        line.key("duration_ms")
+        line.literal(Self.milliseconds(record.durationNanoseconds))
+        line.key("peer")
+        line.string(record.peer)
         if record.termination != .completed {
-            line += ",\"ended\":\""
-            line += record.termination.label
-            line += "\""
+            line.key("ended")
+            line.string(record.termination.label)
         }
-        line += "}"
-        ProcessEnvironment.writeLine(line)
+        line.endObject()
+        ProcessEnvironment.writeLine(line.text)
     }
 
-    /// The path, cut at a character boundary with `…` when it is too long.
+    /// The path, cut before `maximumPathBytes` at a character boundary, with `…`.
     static func shortened(_ path: String) -> String {
-        guard path.utf8.count > maximumPathBytes else { return path }
-        var end = path.utf8.index(path.utf8.startIndex, offsetBy: maximumPathBytes)
-        while end > path.startIndex && !path.unicodeScalars.indices.contains(end) { end = path.utf8.index(before: end) }
+        let utf8 = path.utf8
+        guard utf8.count > maximumPathBytes else { return path }
+        var end = utf8.index(utf8.startIndex, offsetBy: maximumPathBytes)
+        while end > utf8.startIndex && utf8[end] & 0xC0 == 0x80 { end = utf8.index(before: end) }  // a continuation byte
         return String(path[..<end]) + "…"
     }
 
     /// `12.345`: milliseconds with three decimals, without formatting a Double.
-    private func appendMilliseconds(_ nanoseconds: UInt64, to line: inout String) {
+    static func milliseconds(_ nanoseconds: UInt64) -> String {
         let microseconds = nanoseconds / 1_000
-        line += String(microseconds / 1_000)
         let fraction = String(microseconds % 1_000)
-        line += "."
-        line += String(repeating: "0", count: 3 - fraction.utf8.count)
-        line += fraction
+        return String(microseconds / 1_000) + "." + String(repeating: "0", count: 3 - fraction.utf8.count) + fraction
     }
 
     private func write(_ level: String, _ event: String, _ fields: [(String, JSON)]) {

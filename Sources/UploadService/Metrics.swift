@@ -1,6 +1,9 @@
+import MicroHTTPD
 import Synchronization
 
-/// Counters for `GET /metrics`, in Prometheus' text format.
+/// Counters for `GET /metrics`, in Prometheus' text format. Requests are
+/// counted once, from their finished record (`record`), whoever answered them:
+/// the application, the library on its own, or nobody.
 public final class Metrics: Sendable {
     private struct Counters {
         var failures: [String: UInt64] = [:]
@@ -10,26 +13,44 @@ public final class Metrics: Sendable {
     // Atomics where they do: a successful upload then takes the lock only once.
     private let filesStored = Atomic<UInt64>(0)
     private let bytesStored = Atomic<UInt64>(0)
-    private let uploadsInFlight = Atomic<Int>(0)
+    private let uploads: UploadsInFlight
 
-    public init() {}
-
-    public var inFlight: Int { uploadsInFlight.load(ordering: .relaxed) }
-
-    func uploadStarted() { uploadsInFlight.add(1, ordering: .relaxed) }
-    func uploadEnded() { uploadsInFlight.subtract(1, ordering: .relaxed) }
+    init(uploads: UploadsInFlight) { self.uploads = uploads }
 
     func stored(files: Int, bytes: UInt64) {
         filesStored.add(UInt64(files), ordering: .relaxed)
         bytesStored.add(bytes, ordering: .relaxed)
     }
 
-    func failed(_ reason: String) {
-        counters.withLock { $0.failures[reason, default: 0] += 1 }
+    func record(_ record: RequestRecord) {
+        let reason = Self.failureReason(status: record.status, termination: record.termination)
+        counters.withLock { counters in
+            if let status = record.status { counters.responses[status, default: 0] += 1 }
+            if let reason { counters.failures[reason, default: 0] += 1 }
+        }
     }
 
-    func responded(_ status: Int) {
-        counters.withLock { $0.responses[status, default: 0] += 1 }
+    /// The `reason` label of `upload_server_failures_total`: what an error status
+    /// means, or how a request ended without an answer.
+    static func failureReason(status: Int?, termination: Termination) -> String? {
+        guard let status else { return termination == .shutdown ? "shutdown" : "aborted" }
+        return switch status {
+        case ..<400: nil
+        case 400: "bad_request"
+        case 401: "unauthorized"
+        case 403: "forbidden_origin"
+        case 404: "not_found"
+        case 405: "method_not_allowed"
+        case 409: "conflict"
+        case 413: "too_large"
+        case 415: "unsupported_media_type"
+        case 431: "header_too_large"
+        case 501: "not_implemented"
+        case 503: "busy"
+        case 507: "no_space"
+        case 500: "internal"
+        default: "http_\(status)"
+        }
     }
 
     public func render() -> String {
@@ -43,7 +64,7 @@ public final class Metrics: Sendable {
         upload_server_bytes_stored_total \(bytesStored.load(ordering: .relaxed))
         # HELP upload_server_uploads_in_flight Uploads being received now.
         # TYPE upload_server_uploads_in_flight gauge
-        upload_server_uploads_in_flight \(inFlight)
+        upload_server_uploads_in_flight \(uploads.count)
         # HELP upload_server_failures_total Failed requests by reason.
         # TYPE upload_server_failures_total counter
 

@@ -83,12 +83,12 @@ public enum Server {
 
         let signal = ProcessEnvironment.waitForTerminationSignal()
         daemon.quiesce()  // before the line that says so
-        log.info("stopping", [("signal", .string(signal)), ("uploads_in_flight", .number(Int64(application.metrics.inFlight)))])
+        log.info("stopping", [("signal", .string(signal)), ("uploads_in_flight", .number(Int64(application.uploadsInFlight)))])
         let deadline = ProcessEnvironment.monotonicNanoseconds() + UInt64(config.shutdownGraceSeconds) * 1_000_000_000
-        while application.metrics.inFlight > 0 && ProcessEnvironment.monotonicNanoseconds() < deadline {
+        while application.uploadsInFlight > 0 && ProcessEnvironment.monotonicNanoseconds() < deadline {
             ProcessEnvironment.sleep(milliseconds: 20)
         }
-        let unfinished = application.metrics.inFlight
+        let unfinished = application.uploadsInFlight
         daemon.stop()  // abandons what is left; each removes its temporary files
         if let current = try? uploadDirectory.open() { removeLeftovers(current) }
         log.info("stopped", [("uploads_cut_off", .number(Int64(unfinished)))])

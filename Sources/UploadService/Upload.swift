@@ -22,6 +22,7 @@ final class Upload {
         let durable: Bool
         let limit: UInt64?
         let budget: StagingBudget
+        let uploads: UploadsInFlight
         let metrics: Metrics
         let log: Log
     }
@@ -43,7 +44,7 @@ final class Upload {
         self.settings = settings
         self.directory = directory
         self.peer = peer
-        settings.metrics.uploadStarted()
+        settings.uploads.begin()
     }
 
     var fileCount: Int { parts.count }
@@ -129,15 +130,12 @@ final class Upload {
                 fail(error)
             }
         }
-        let failure = failure ?? .internalError("upload ended in no state")
-        settings.metrics.failed(failure.reason)
-        return .failure(failure)
+        return .failure(failure ?? .internalError("upload ended in no state"))
     }
 
     func abandon(_ reason: Termination) {
         end()
         let removed = removeStagedFiles()
-        settings.metrics.failed(reason == .shutdown ? "shutdown" : "aborted")
         settings.log.warning("upload_abandoned", [("reason", .string(reason.label)), ("peer", .string(peer)),
                                                   ("bytes_received", .unsigned(received)),
                                                   ("temporary_files_removed", .number(Int64(removed)))])
@@ -156,7 +154,7 @@ final class Upload {
     private func end() {
         guard !ended else { return }
         ended = true
-        settings.metrics.uploadEnded()
+        settings.uploads.end()
     }
 
     @discardableResult
@@ -172,6 +170,16 @@ final class Upload {
         defer { parts = [] }
         return parts.count
     }
+}
+
+/// Uploads being received: for the metrics gauge, and for shutdown, which gives
+/// them the grace period.
+final class UploadsInFlight: Sendable {
+    private let value = Atomic<Int>(0)
+
+    var count: Int { value.load(ordering: .relaxed) }
+    func begin() { value.add(1, ordering: .relaxed) }
+    func end() { value.subtract(1, ordering: .relaxed) }
 }
 
 /// How many staged files may be open at once, across all requests: each holds a

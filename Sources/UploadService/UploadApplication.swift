@@ -6,7 +6,8 @@ import Platform
 public final class UploadApplication: HTTPApplication {
     let config: Configuration
     let directory: UploadDirectory
-    public let metrics = Metrics()
+    let uploads = UploadsInFlight()
+    let metrics: Metrics
     let log: Log
     private let settings: Upload.Settings
     private let page: WebPage?
@@ -15,9 +16,11 @@ public final class UploadApplication: HTTPApplication {
         self.config = config
         self.directory = directory
         self.log = log
+        metrics = Metrics(uploads: uploads)
         settings = Upload.Settings(uploadDirectory: directory, staging: staging, policy: config.onConflict,
                                    durable: config.durable, limit: config.maxUploadSize,
-                                   budget: StagingBudget(limit: stagedFilesLimit), metrics: metrics, log: log)
+                                   budget: StagingBudget(limit: stagedFilesLimit), uploads: uploads,
+                                   metrics: metrics, log: log)
         page = config.web ? WebPage(maxUploadSize: config.maxUploadSize, tokenRequired: config.token != nil) : nil
     }
 
@@ -54,10 +57,14 @@ public final class UploadApplication: HTTPApplication {
         }
     }
 
+    /// Where every request ends: counted and logged once.
     public func completed(_ record: RequestRecord) {
-        if let status = record.status { metrics.responded(status) }
+        metrics.record(record)
         log.access(record)
     }
+
+    /// Uploads being received now (shutdown waits for them).
+    public var uploadsInFlight: Int { uploads.count }
 
     public func daemonMessage(_ text: String) {
         log.warning("http_daemon", [("message", .string(text))])
@@ -161,8 +168,7 @@ public final class UploadApplication: HTTPApplication {
     }
 
     private func reject(_ failure: UploadFailure) -> RequestAction {
-        metrics.failed(failure.reason)
-        return .respond(failure.response)
+        .respond(failure.response)
     }
 
     // Header values are parsed on their UTF-8 bytes: Character-based splitting

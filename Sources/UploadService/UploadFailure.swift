@@ -2,7 +2,7 @@ import MicroHTTPD
 import Platform
 
 /// Every way a request can fail, and the one place where each becomes a status
-/// code, a JSON body and a metrics label.
+/// code and a JSON body (`Metrics.failureReason` names the status for metrics).
 public enum UploadFailure: Error, Equatable, Sendable {
     case badRequest(String)
     case unauthorized
@@ -47,23 +47,6 @@ public enum UploadFailure: Error, Equatable, Sendable {
         case .noSpace: "no space left on the server's disk"
         case .busy: "the server has too many files in progress; try again shortly"
         case .internalError(let detail): detail
-        }
-    }
-
-    /// The `reason` label of `upload_server_failures_total`.
-    public var reason: String {
-        switch self {
-        case .badRequest: "bad_request"
-        case .unauthorized: "unauthorized"
-        case .forbiddenOrigin: "forbidden_origin"
-        case .notFound: "not_found"
-        case .methodNotAllowed: "method_not_allowed"
-        case .conflict, .notAFile: "conflict"
-        case .tooLarge: "too_large"
-        case .unsupportedMediaType: "unsupported_media_type"
-        case .noSpace: "no_space"
-        case .busy: "busy"
-        case .internalError: "internal"
         }
     }
 
