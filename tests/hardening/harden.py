@@ -32,7 +32,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="scripts/harden", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("suites", nargs="*", default=["all"],
-                        help="all (default: load soak faults fuzz slow), or any of " + ", ".join(SUITES))
+                        help="all (default: load soak faults fuzz slow multi), or any of " + ", ".join(SUITES))
     parser.add_argument("--binary", default=os.environ.get("UPLOAD_SERVER_BIN"),
                         help="the upload-server binary (default: $UPLOAD_SERVER_BIN)")
     parser.add_argument("--seed", type=int, default=env_int("HARDEN_SEED", 20261129),

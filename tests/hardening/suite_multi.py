@@ -169,6 +169,8 @@ class Cluster:
             self.settings[index] = (upload_dir, list(args or []))
         directory, arguments = self.settings[index]
         self.generation += 1
+        # The balancer's client_max_body_size is the same limit.
+        arguments = ["--max-upload-size", f"{LIMIT_MIB}MiB"] + arguments
         instance = Instance(self.binary, self.net, index, directory, arguments, self.workdir, self.generation)
         self.instances[index] = instance
         return instance.start()
@@ -294,7 +296,11 @@ class Balancer:
 
 def post(host: str, parts: list[Part], port: int = PORT, timeout: float = 30, chunked: bool = False) -> Response:
     with Conn(port, timeout=timeout, host=host) as conn:
-        conn.send(*upload_request(port, parts, use_chunked=chunked))
+        try:
+            conn.send(*upload_request(port, parts, use_chunked=chunked))
+        except (BrokenPipeError, ConnectionResetError):
+            # Refused at once (413 on the headers) without reading the body: the answer is still there.
+            pass
         return conn.read_response(timeout)
 
 
@@ -497,7 +503,10 @@ def mixed_uploads(cluster: Cluster, balancer: Balancer, ws: Workspace, rng: rand
                   uploads: int = 240) -> None:
     label = "mixed uploads"
     directory = fresh_dir(ws, f"mixed-{staging}")
-    instances = cluster.start_all(directory, ["--max-upload-size", f"{LIMIT_MIB}MiB"] + staging_args(staging))
+    instances = cluster.start_all(directory, staging_args(staging))
+    modes = [i.staging_mode() for i in instances]
+    REPORT.check(f"{label}: the instances stage {'unnamed (O_TMPFILE)' if staging == 'auto' else 'named'} files",
+                 modes == ["unnamed" if staging == "auto" else "named"] * INSTANCES, f"started events say {modes}")
     ledger = Ledger()
     jobs = []
     for number in range(uploads):
@@ -545,6 +554,12 @@ def mixed_uploads(cluster: Cluster, balancer: Balancer, ws: Workspace, rng: rand
     served = [i.uploads_stored() for i in instances]
     REPORT.check(f"{label}: round robin: each instance stored a share of the uploads",
                  min(served) >= uploads // 6, f"uploads stored per instance {served}")
+    too_large = [Part("file", "mix-too-large.bin", b"x" * (LIMIT_MIB * MiB))]
+    response, _, error = balanced_upload(balancer.port, too_large)
+    REPORT.check(f"{label}: a body over the limit is refused by the balancer (413), nothing stored",
+                 response is not None and response.status == 413
+                 and not os.path.exists(os.path.join(directory, "mix-too-large.bin")),
+                 f"{LIMIT_MIB} MiB of data plus framing: {response.status if response else error}")
     exits_clean(label, cluster.stop_all())
     shutil.rmtree(directory)
 
@@ -774,7 +789,7 @@ def rolling_restart(cluster: Cluster, balancer: Balancer, ws: Workspace, rng: ra
 # --------------------------------------------------------------------------- 5. races of a second writer
 
 def sweep_race(cluster: Cluster, balancer: Balancer, ws: Workspace, rng: random.Random, staging: str,
-               existing: bool, seconds: float = 6, clients: int = 8) -> None:
+               existing: bool, seconds: float = 4, clients: int = 8) -> None:
     """Instance A stores uploads while instance B, on the same directory, starts and stops
     in a loop: each start and each stop sweeps the `.upload-*.part` names no process holds
     locked. A file A is about to publish must never be taken: no 500, nothing lost."""
