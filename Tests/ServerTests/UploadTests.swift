@@ -247,7 +247,12 @@ struct UploadTests {
         #expect(try server.client().get("/healthz", method: "HEAD").status == 200)
         _ = try server.client().upload(Multipart().file("m.txt", Data("12345".utf8)))
         _ = try server.client().get("/nope")
-        let metrics = try server.client().get("/metrics")
+        // A request is counted when it completes, just after its answer is sent.
+        var metrics = try server.client().get("/metrics")
+        for _ in 0..<100 where !metrics.text.contains("reason=\"not_found\"") {
+            usleep(20_000)
+            metrics = try server.client().get("/metrics")
+        }
         #expect(metrics.status == 200)
         #expect(metrics.header("Content-Type")?.hasPrefix("text/plain") == true)
         #expect(metrics.text.contains("upload_server_files_stored_total 1\n"))
