@@ -12,8 +12,10 @@ import Glibc
 ///
 /// Past its first MiB, a file also gets disk space allocated ahead of its bytes,
 /// `reservationStep` at a time (fallocate, beyond its end): writes into allocated
-/// space skip ext4's delayed-allocation bookkeeping. A client holds at most one
-/// step beyond what it sent, and only while the file is being written: `finish`
+/// space skip ext4's delayed-allocation bookkeeping. Nothing is reserved past
+/// `sizeLimit` (what the request can still deliver), so a file that is about to
+/// end reserves nothing. A client holds at most one step beyond what it sent,
+/// and only while the file is being written: `finish`
 /// gives back what is left over and frees the block buffer, so that the finished
 /// files of a stalled request hold neither.
 public final class StagedFile {
@@ -35,8 +37,11 @@ public final class StagedFile {
     private var heldCount = 0
     /// Disk space is allocated up to here; beyond `written` only until `finish`.
     private var reservedEnd = 0
-    /// The filesystem has no fallocate, or no room: writes allocate as they go.
-    private var reservationFailed = false
+    /// No more reservations: the filesystem has no fallocate, or no room, or the
+    /// file is close to `sizeLimit`. Writes allocate as they go.
+    private var reservationStopped = false
+    /// The most this file can grow to, when the request says (its Content-Length).
+    public var sizeLimit: Int?
 
     init(fd: Int32, temporaryName: String?, linkByDescriptor: Bool) {
         self.fd = fd
@@ -72,7 +77,7 @@ public final class StagedFile {
             }
             return
         }
-        if boundary > reservedEnd && boundary >= Self.reservationStart && !reservationFailed {
+        if boundary > reservedEnd && boundary >= Self.reservationStart && !reservationStopped {
             reserve(from: max(written, reservedEnd))
         }
         let direct = boundary - written - heldCount
@@ -83,10 +88,15 @@ public final class StagedFile {
     }
 
     private func reserve(from offset: Int) {
-        if fallocate(fd, keepSizeFlag, off_t(offset), off_t(Self.reservationStep)) == 0 {
-            reservedEnd = offset + Self.reservationStep
+        let length = min(Self.reservationStep, (sizeLimit ?? .max) - offset)
+        guard length >= Self.reservationStart else {
+            reservationStopped = true
+            return
+        }
+        if fallocate(fd, keepSizeFlag, off_t(offset), off_t(length)) == 0 {
+            reservedEnd = offset + length
         } else {
-            reservationFailed = true
+            reservationStopped = true
             _ = ftruncate(fd, off_t(written))  // a failed fallocate may keep part of its space
             reservedEnd = written
         }

@@ -31,6 +31,8 @@ final class Upload {
     /// The upload directory as it was when the request began.
     private let directory: Directory
     private let peer: String
+    /// The body's Content-Length, when it has one: no file can grow past what is left of it.
+    private let announcedLength: UInt64?
 
     private var received: UInt64 = 0
     private var discarded = 0
@@ -40,10 +42,11 @@ final class Upload {
     private(set) var inFile = false
     private var ended = false
 
-    init(_ settings: Settings, directory: Directory, peer: String) {
+    init(_ settings: Settings, directory: Directory, peer: String, announcedLength: UInt64?) {
         self.settings = settings
         self.directory = directory
         self.peer = peer
+        self.announcedLength = announcedLength
         settings.uploads.begin()
     }
 
@@ -75,7 +78,9 @@ final class Upload {
             return false
         }
         do {
-            parts.append(Publication.Part(file: try directory.createStagedFile(settings.staging), name: name))
+            let file = try directory.createStagedFile(settings.staging)
+            file.sizeLimit = announcedLength.map { Int(clamping: $0 - min($0, received)) }
+            parts.append(Publication.Part(file: file, name: name))
             inFile = true
             return true
         } catch {

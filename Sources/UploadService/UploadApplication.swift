@@ -132,7 +132,8 @@ public final class UploadApplication: HTTPApplication {
 
     private func openUpload(_ head: borrowing RequestHead) -> Result<Upload, UploadFailure> {
         do {
-            return .success(Upload(settings, directory: try directory.open(), peer: head.peer))
+            return .success(Upload(settings, directory: try directory.open(), peer: head.peer,
+                                   announcedLength: head.header("Content-Length").flatMap { UInt64($0) }))
         } catch {
             log.error("upload_dir_unavailable", [("path", .string(directory.path)), ("error", .string(error.description))])
             return .failure(.internalError("the upload directory is unavailable (\(error.reason))"))

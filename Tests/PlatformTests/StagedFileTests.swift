@@ -138,3 +138,17 @@ let blockSize = StagedFile.blockSize
         #expect(scratch.names == ["a.txt"])
     }
 }
+
+extension StagedFileTests {
+    /// A file whose request can deliver only a little more reserves nothing ahead.
+    @Test func nothingIsReservedPastTheSizeLimit() throws {
+        let scratch = try ScratchDirectory()
+        let file = try scratch.directory.createStagedFile(.named)
+        let size = StagedFile.reservationStart + 100_000
+        file.sizeLimit = size
+        try write(file, pattern(size), pieces: [65_536])
+        let name = try #require(file.temporaryName)
+        #expect(scratch.allocatedBytes(name) < size + StagedFile.reservationStart, "reserved past the limit")
+        _ = scratch.directory.discard(file)
+    }
+}

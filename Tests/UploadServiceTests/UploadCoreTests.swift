@@ -22,7 +22,7 @@ import Testing
         }
         deinit { try? FileManager.default.removeItem(at: url) }
 
-        func upload() -> Upload { Upload(settings, directory: directory, peer: "test") }
+        func upload() -> Upload { Upload(settings, directory: directory, peer: "test", announcedLength: nil) }
         var names: [String] { ((try? FileManager.default.contentsOfDirectory(atPath: url.path)) ?? []).sorted() }
     }
 
