@@ -80,18 +80,30 @@ public final class Directory: Sendable {
             }
             return StagedFile(fd: fd, temporaryName: nil, linkByDescriptor: byDescriptor)
         case .named:
-            let name = TemporaryName.next()
-            let fd = try system("create \(name)") {
-                openat(self.fd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
+            // Another instance's sweep may take a new name between its creation
+            // and its lock: the file is ours only if the name still leads to it
+            // once locked. Otherwise a new name.
+            for _ in 0..<8 {
+                let name = TemporaryName.next()
+                let fd = try system("create \(name)") {
+                    openat(self.fd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
+                }
+                let file = StagedFile(fd: fd, temporaryName: name, linkByDescriptor: false)
+                do {
+                    try file.lock(waiting: true)
+                } catch {
+                    _ = discard(file)
+                    throw error
+                }
+                var named = stat(), opened = stat()
+                if fstatat(self.fd, name, &named, AT_SYMLINK_NOFOLLOW) == 0, fstat(fd, &opened) == 0,
+                   FileIdentity(named) == FileIdentity(opened) {
+                    return file
+                }
+                file.temporaryName = nil  // that name is no longer ours
+                file.close()
             }
-            let file = StagedFile(fd: fd, temporaryName: name, linkByDescriptor: false)
-            do {
-                try file.lock()
-            } catch {
-                _ = discard(file)
-                throw error
-            }
-            return file
+            throw SystemError("create a file in \(path)", code: EAGAIN)
         }
     }
 
@@ -131,13 +143,30 @@ public final class Directory: Sendable {
     }
 
     /// Removes `name` only if it is still `file` (same device and inode): undoing
-    /// a publication must never take a file that another upload has put there since.
+    /// a publication must never take a file that another upload has put there
+    /// since. Checking and then unlinking would leave an instant in which another
+    /// instance can rename its file over the name, so the name is first moved
+    /// aside (rename(2) is atomic), then checked: another upload's file goes
+    /// back, unless a later upload has taken the name meanwhile, which would
+    /// have replaced it anyway.
     @discardableResult
     public func removeIfSame(_ name: String, as file: StagedFile) -> Bool {
         guard let mine = file.identity else { return false }
+        let aside = TemporaryName.aside()
+        guard renameat(fd, name, fd, aside) == 0 else { return false }
         var status = stat()
-        guard fstatat(fd, name, &status, AT_SYMLINK_NOFOLLOW) == 0, FileIdentity(status) == mine else { return false }
-        return unlinkat(fd, name, 0) == 0
+        if fstatat(fd, aside, &status, AT_SYMLINK_NOFOLLOW) == 0, FileIdentity(status) == mine {
+            return unlinkat(fd, aside, 0) == 0
+        }
+        if renameat2(fd, aside, fd, name, renameNoReplaceFlag) != 0 {
+            let code = errno
+            if code == EEXIST {
+                _ = unlinkat(fd, aside, 0)
+            } else {
+                _ = renameat(fd, aside, fd, name)  // no renameat2 here: put it back all the same
+            }
+        }
+        return false
     }
 
     /// Closes a staged file that will not be published and removes its temporary
@@ -172,7 +201,9 @@ public final class Directory: Sendable {
 
     /// Removes `name` unless a live process holds its lock; true if removed.
     public func removeIfUnlocked(_ name: String) -> Bool {
-        let fd = openat(self.fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)
+        // Opened for writing: on NFS, flock is a POSIX lock, and an exclusive
+        // one needs a descriptor open for writing.
+        let fd = openat(self.fd, name, O_WRONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)
         guard fd >= 0 else { return false }
         defer { Glibc.close(fd) }
         guard flock(fd, LOCK_EX | LOCK_NB) == 0 else { return false }
@@ -239,6 +270,9 @@ struct FileIdentity: Equatable {
 /// O_TMPFILE, a macro Swift does not import: __O_TMPFILE (the same on every
 /// Linux architecture Swift supports) with O_DIRECTORY.
 private let temporaryFileFlag: Int32 = 0o20_000_000 | O_DIRECTORY
+
+/// RENAME_NOREPLACE, which Swift does not import.
+private let renameNoReplaceFlag: UInt32 = 1
 
 /// AT_EMPTY_PATH, which Swift does not import; the same on every Linux architecture.
 private let emptyPathFlag: Int32 = 0x1000

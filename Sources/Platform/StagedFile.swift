@@ -126,9 +126,10 @@ public final class StagedFile {
         try system("fdatasync") { fdatasync(fd) }
     }
 
-    /// Takes the lock that tells other instances this file is in use.
-    func lock() throws(SystemError) {
-        try system("lock") { flock(fd, LOCK_EX | LOCK_NB) }
+    /// Takes the lock that tells other instances this file is in use; `waiting`:
+    /// for as long as another instance's sweep holds it (an instant).
+    func lock(waiting: Bool = false) throws(SystemError) {
+        try system("lock") { flock(fd, waiting ? LOCK_EX : LOCK_EX | LOCK_NB) }
     }
 
     private var heldBytes: UnsafeRawBufferPointer {

@@ -18,6 +18,13 @@ public enum TemporaryName {
         "\(prefix)\(processTag)-\(counter.add(1, ordering: .relaxed).newValue)\(suffix)"
     }
 
+    /// A private name for a file an undo has taken aside: reserved like every
+    /// `prefix` name, but never swept, since it may hold another upload's file
+    /// for an instant.
+    public static func aside() -> String {
+        "\(prefix)aside-\(processTag)-\(counter.add(1, ordering: .relaxed).newValue)"
+    }
+
     /// Whether `name` has the exact shape `next()` makes.
     public static func matches(_ name: String) -> Bool {
         let bytes = Array(name.utf8)

@@ -1,4 +1,5 @@
 import MicroHTTPD
+import Platform
 import Synchronization
 
 /// Counters for `GET /metrics`, in Prometheus' text format. Requests are
@@ -53,9 +54,33 @@ public final class Metrics: Sendable {
         }
     }
 
+    /// `upload_server_build_info`: which build answers, as Prometheus labels.
+    private static let buildInfo: String = {
+        let library = Daemon.library
+        let labels = [("version", ProcessEnvironment.buildVersion), ("revision", ProcessEnvironment.buildRevision),
+                      ("libmicrohttpd", library.version + (library.patches.map { " (\($0))" } ?? " (stock)"))]
+        return labels.map { "\($0.0)=\"\(escapeLabel($0.1))\"" }.joined(separator: ",")
+    }()
+
+    private static func escapeLabel(_ value: String) -> String {
+        var escaped = ""
+        for character in value {
+            switch character {
+            case "\\": escaped += "\\\\"
+            case "\"": escaped += "\\\""
+            case "\n": escaped += "\\n"
+            default: escaped.append(character)
+            }
+        }
+        return escaped
+    }
+
     public func render() -> String {
         let snapshot = counters.withLock { $0 }
         var text = """
+        # HELP upload_server_build_info The build that answers: version, revision, libmicrohttpd.
+        # TYPE upload_server_build_info gauge
+        upload_server_build_info{\(Self.buildInfo)} 1
         # HELP upload_server_files_stored_total Files stored by successful uploads.
         # TYPE upload_server_files_stored_total counter
         upload_server_files_stored_total \(filesStored.load(ordering: .relaxed))
