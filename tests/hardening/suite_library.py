@@ -96,7 +96,9 @@ def idle_keep_alive_memory(binary: str, ws: Workspace) -> None:
         REPORT.check("idle keep-alive memory: client can open enough descriptors", False,
                      f"RLIMIT_NOFILE {limit} < {IDLE_CONNECTIONS + 100}")
         return
-    server = start(binary, ws, "idle", ["--connection-limit", str(IDLE_CONNECTIONS + 100)])
+    # Every client is 127.0.0.1, as behind a reverse proxy: no per-address limit.
+    server = start(binary, ws, "idle", ["--connection-limit", str(IDLE_CONNECTIONS + 100),
+                                        "--connections-per-address", "0"])
     conns: list[Conn] = []
     try:
         def upload_and_stay(index: int) -> int:
