@@ -15,21 +15,17 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
         if literal.hasPrefix("[") && literal.hasSuffix("]") {
             literal = String(literal.dropFirst().dropLast())
         }
-        var v4 = sockaddr_in()
-        if inet_pton(AF_INET, literal, &v4.sin_addr) == 1 {
-            v4.sin_family = sa_family_t(AF_INET)
-            v4.sin_port = port.bigEndian
-            storage = .v4(v4)
-            return
-        }
+        var v4 = sockaddr_in(sin_family: sa_family_t(AF_INET), sin_port: port.bigEndian, sin_addr: in_addr(), sin_zero: (0, 0, 0, 0, 0, 0, 0, 0))
         var v6 = sockaddr_in6()
-        if inet_pton(AF_INET6, literal, &v6.sin6_addr) == 1 {
-            v6.sin6_family = sa_family_t(AF_INET6)
-            v6.sin6_port = port.bigEndian
+        v6.sin6_family = sa_family_t(AF_INET6)
+        v6.sin6_port = port.bigEndian
+        if inet_pton(AF_INET, literal, &v4.sin_addr) == 1 {
+            storage = .v4(v4)
+        } else if inet_pton(AF_INET6, literal, &v6.sin6_addr) == 1 {
             storage = .v6(v6)
-            return
+        } else {
+            return nil
         }
-        return nil
     }
 
     public init?(_ address: UnsafePointer<sockaddr>) {

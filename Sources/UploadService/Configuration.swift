@@ -51,6 +51,40 @@ public enum CommandLineParser {
         let valueName: String
         let help: String
         let apply: @Sendable (inout Configuration, String) -> Bool
+
+        init(flag: String, environment: String?, valueName: String, help: String,
+             apply: @escaping @Sendable (inout Configuration, String) -> Bool) {
+            self.flag = flag
+            self.environment = environment
+            self.valueName = valueName
+            self.help = help
+            self.apply = apply
+        }
+
+        /// Stores what `parse` makes of the value; nil from `parse`: invalid.
+        init<Value>(flag: String, environment: String, valueName: String, help: String,
+                    field: WritableKeyPath<Configuration, Value> & Sendable,
+                    parse: @escaping @Sendable (String) -> Value?) {
+            self.init(flag: flag, environment: environment, valueName: valueName, help: help) { config, value in
+                guard let parsed = parse(value) else { return false }
+                config[keyPath: field] = parsed
+                return true
+            }
+        }
+
+        /// A whole number in `range`.
+        static func number(_ flag: String, _ environment: String, _ valueName: String, help: String,
+                           in range: ClosedRange<Int>, _ field: WritableKeyPath<Configuration, Int> & Sendable) -> Option {
+            Option(flag: flag, environment: environment, valueName: valueName, help: help, field: field) {
+                Int($0).flatMap { range.contains($0) ? $0 : nil }
+            }
+        }
+
+        /// `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`).
+        static func boolean(_ flag: String, _ environment: String, help: String,
+                            _ field: WritableKeyPath<Configuration, Bool> & Sendable) -> Option {
+            Option(flag: flag, environment: environment, valueName: "BOOL", help: help, field: field, parse: parseBool)
+        }
     }
 
     private static let options: [Option] = [
@@ -61,53 +95,26 @@ public enum CommandLineParser {
             return true
         },
         Option(flag: "--port", environment: "PORT", valueName: "PORT",
-               help: "TCP port (default 9000; 0 picks a free one and logs it)") { config, value in
-            guard let port = UInt16(value) else { return false }
-            config.port = port
-            return true
-        },
+               help: "TCP port (default 9000; 0 picks a free one and logs it)", field: \.port) { UInt16($0) },
         Option(flag: "--upload-dir", environment: "UPLOAD_DIR", valueName: "PATH",
-               help: "where files are stored, created if missing (default ./upload)") { config, value in
-            guard !value.isEmpty else { return false }
-            config.uploadDirectory = value
-            return true
+               help: "where files are stored, created if missing (default ./upload)", field: \.uploadDirectory) {
+            $0.isEmpty ? nil : $0
         },
         Option(flag: "--max-upload-size", environment: "MAX_UPLOAD_SIZE", valueName: "SIZE",
-               help: "largest request body: bytes, 512KiB, 10MiB, 1GiB; 0 = unlimited (default 1GiB)") { config, value in
-            guard let size = ByteSize.parse(value) else { return false }
-            config.maxUploadSize = size == 0 ? nil : size
-            return true
-        },
+               help: "largest request body: bytes, 512KiB, 10MiB, 1GiB; 0 = unlimited (default 1GiB)",
+               field: \.maxUploadSize) { ByteSize.parse($0).map { $0 == 0 ? nil : $0 } },
         Option(flag: "--on-conflict", environment: "ON_CONFLICT", valueName: "POLICY",
-               help: "when the name exists: overwrite (default), rename or reject") { config, value in
-            guard let policy = ConflictPolicy(rawValue: value) else { return false }
-            config.onConflict = policy
-            return true
+               help: "when the name exists: overwrite (default), rename or reject", field: \.onConflict) {
+            ConflictPolicy(rawValue: $0)
         },
-        Option(flag: "--threads", environment: "THREADS", valueName: "N",
-               help: "worker threads (default: 4 per processor)") { config, value in
-            guard let threads = Int(value), (1...1024).contains(threads) else { return false }
-            config.threads = threads
-            return true
-        },
-        Option(flag: "--connection-limit", environment: "CONNECTION_LIMIT", valueName: "N",
-               help: "simultaneous connections (default 4096)") { config, value in
-            guard let limit = Int(value), (1...1_000_000).contains(limit) else { return false }
-            config.connectionLimit = limit
-            return true
-        },
-        Option(flag: "--connections-per-address", environment: "CONNECTIONS_PER_ADDRESS", valueName: "N",
-               help: "simultaneous connections from one IP address; 0 = no limit, for use behind a reverse proxy (default 128)") { config, value in
-            guard let limit = Int(value), (0...1_000_000).contains(limit) else { return false }
-            config.connectionsPerAddress = limit
-            return true
-        },
-        Option(flag: "--timeout", environment: "TIMEOUT", valueName: "SECONDS",
-               help: "close a connection idle this long (default 30)") { config, value in
-            guard let seconds = Int(value), (1...86_400).contains(seconds) else { return false }
-            config.idleTimeoutSeconds = seconds
-            return true
-        },
+        .number("--threads", "THREADS", "N", help: "worker threads (default: 4 per processor)", in: 1...1024, \.threads),
+        .number("--connection-limit", "CONNECTION_LIMIT", "N", help: "simultaneous connections (default 4096)",
+                in: 1...1_000_000, \.connectionLimit),
+        .number("--connections-per-address", "CONNECTIONS_PER_ADDRESS", "N",
+                help: "simultaneous connections from one IP address; 0 = no limit, for use behind a reverse proxy (default 128)",
+                in: 0...1_000_000, \.connectionsPerAddress),
+        .number("--timeout", "TIMEOUT", "SECONDS", help: "close a connection idle this long (default 30)",
+                in: 1...86_400, \.idleTimeoutSeconds),
         Option(flag: "--token", environment: "UPLOAD_TOKEN", valueName: "TOKEN",
                help: "require 'Authorization: Bearer TOKEN' for uploads and /metrics (default: none)") { config, value in
             config.token = value.isEmpty ? nil : value
@@ -130,30 +137,14 @@ public enum CommandLineParser {
             config.allowedOrigins = origins
             return true
         },
-        Option(flag: "--shutdown-grace", environment: "SHUTDOWN_GRACE", valueName: "SECONDS",
-               help: "on SIGTERM, time given to uploads in progress (default 5)") { config, value in
-            guard let seconds = Int(value), (0...3_600).contains(seconds) else { return false }
-            config.shutdownGraceSeconds = seconds
-            return true
-        },
+        .number("--shutdown-grace", "SHUTDOWN_GRACE", "SECONDS",
+                help: "on SIGTERM, time given to uploads in progress (default 5)", in: 0...3_600, \.shutdownGraceSeconds),
         Option(flag: "--staging", environment: "STAGING", valueName: "MODE",
-               help: "files in progress: auto (unnamed where the filesystem allows, default) or named") { config, value in
-            guard value == "auto" || value == "named" else { return false }
-            config.unnamedStaging = value == "auto"
-            return true
-        },
-        Option(flag: "--fsync", environment: "FSYNC", valueName: "BOOL",
-               help: "a 200 means the files reached the disk: fdatasync each, fsync the directory (default false)") { config, value in
-            guard let flag = parseBool(value) else { return false }
-            config.durable = flag
-            return true
-        },
-        Option(flag: "--web", environment: "WEB", valueName: "BOOL",
-               help: "serve the upload page at / (default true)") { config, value in
-            guard let flag = parseBool(value) else { return false }
-            config.web = flag
-            return true
-        },
+               help: "files in progress: auto (unnamed where the filesystem allows, default) or named",
+               field: \.unnamedStaging) { ["auto": true, "named": false][$0] },
+        .boolean("--fsync", "FSYNC", help: "a 200 means the files reached the disk: fdatasync each, fsync the directory (default false)",
+                 \.durable),
+        .boolean("--web", "WEB", help: "serve the upload page at / (default true)", \.web),
     ]
 
     private static func parseBool(_ value: String) -> Bool? {
