@@ -259,6 +259,8 @@ struct UploadTests {
         #expect(metrics.text.contains("upload_server_bytes_stored_total 5\n"))
         #expect(metrics.text.contains("upload_server_failures_total{reason=\"not_found\"} 1\n"))
         #expect(metrics.text.contains("upload_server_uploads_in_flight 0\n"))
+        #expect(metrics.text.contains("upload_server_build_info{version=\""))
+        #expect(metrics.text.contains(",libmicrohttpd=\""))
     }
 
     @Test func logsOneJSONLinePerRequest() throws {
