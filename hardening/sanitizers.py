@@ -26,7 +26,7 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
+REPO = os.path.dirname(HERE)
 LOCK = os.environ.get("SWIFT_BUILD_LOCK", "/tmp/swift-build.lock")
 SUPPRESSIONS = os.path.join(HERE, "tsan.supp")
 SANITIZERS = {"address": ".build-asan", "thread": ".build-tsan"}

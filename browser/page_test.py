@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The upload page (GET /) in a real browser: headless Debian chromium driven by selenium.
 
-Run through tests/browser/run, which installs what is missing and builds the
-binary; or directly: python3 tests/browser/page_test.py --binary PATH [--screenshot].
+Run through browser/run, which installs what is missing and builds the
+binary; or directly: python3 browser/page_test.py --binary PATH [--screenshot].
 Prints PASS/FAIL lines; the last line is `browser: N passed, M failed`.
 
 Loopback only: the servers listen on 127.0.0.1, and chromium runs with its
@@ -24,8 +24,8 @@ import traceback
 import urllib.parse
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, os.path.join(ROOT, "tests", "hardening"))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(ROOT, "hardening"))
 
 from common import (HOST, TEMP_PREFIX, MiB, REPORT, Server, Workspace, exception_text,  # noqa: E402
                     file_sha256, request, temp_files)
@@ -487,7 +487,7 @@ def run(args: argparse.Namespace, workspace: Workspace) -> None:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="tests/browser/run", description=__doc__,
+    parser = argparse.ArgumentParser(prog="browser/run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--binary", default=os.environ.get("UPLOAD_SERVER_BIN"), help="the upload-server binary")
     parser.add_argument("--screenshot", action="store_true", help="save docs/screenshot.png after the three uploads")

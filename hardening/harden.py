@@ -2,7 +2,7 @@
 """Hardening suites for upload-server: load, soak, faults, fuzz, slow clients.
 
 Run through scripts/harden, which builds the release binary; or directly with
-UPLOAD_SERVER_BIN=/path/to/upload-server python3 tests/hardening/harden.py [suite...].
+UPLOAD_SERVER_BIN=/path/to/upload-server python3 hardening/harden.py [suite...].
 Every suite prints PASS/FAIL lines; the last line is `hardening: N passed, M failed`.
 """
 

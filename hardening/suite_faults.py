@@ -297,7 +297,7 @@ def vanishing_clients(binary: str, options, rng: random.Random, staging: str) ->
         if late:
             REPORT.warn("a FIN right after the last bytes is noticed only at the idle timeout",
                         f"{len(late)} of {len(conns)} connections held until the {idle_timeout}s timeout "
-                        f"(all released after {seconds:.1f}s); libmicrohttpd 0.9.75 epoll, see tests/hardening/README.md")
+                        f"(all released after {seconds:.1f}s); libmicrohttpd 0.9.75 epoll, see hardening/README.md")
         REPORT.check("vanish: no upload left in flight", server.wait_in_flight_zero(3))
         abandoned = server.events("upload_abandoned")
         REPORT.check("vanish: every abandoned upload logged upload_abandoned", len(abandoned) > 0,

@@ -295,7 +295,7 @@ async def _run(binary: str, options) -> None:
         if release is not None and release > 2:
             REPORT.warn("connections of clients that closed were released only by the idle timeout",
                         f"{release:.1f}s after {slowloris_count + slow_body_count} clients closed (timeout "
-                        f"{IDLE_TIMEOUT}s): libmicrohttpd missed their FIN, see tests/hardening/README.md")
+                        f"{IDLE_TIMEOUT}s): libmicrohttpd missed their FIN, see hardening/README.md")
         REPORT.check("the slow clients were all connected", counts.get("connect-failed", 0) == 0
                      and held_mid >= (slowloris_count + slow_body_count) * 0.95, f"{counts}, server held {held_mid}")
         REPORT.check("/healthz on a new connection answered within 1 s throughout",

@@ -24,7 +24,7 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
+REPO = os.path.dirname(HERE)
 LOCK = os.environ.get("SWIFT_BUILD_LOCK", "/tmp/swift-build.lock")
 # What a build needs: the package, and scripts/swift with what it runs (the version
 # header; our patched libmicrohttpd, whose cache the copies share with the repository).
