@@ -25,7 +25,7 @@ public struct Configuration: Sendable, Equatable {
 
     /// Four threads per processor: creating and naming a file blocks on the
     /// directory's lock, and with one thread per core the cores wait with it
-    /// (4 KiB uploads on 2 cores: about 8 % more requests/s with 8 threads than 2).
+    /// (README, Performance).
     public init(processors: Int) { threads = min(4 * processors, 1024) }
 }
 
