@@ -27,9 +27,13 @@ public final class StagedFile {
     /// nil for an unnamed (O_TMPFILE) file until `Directory.nameTemporarily`.
     public internal(set) var temporaryName: String?
     let linkByDescriptor: Bool
-    /// Device and inode, known once the file is finished: an undo removes a name
-    /// only while it still leads here.
-    private(set) var identity: FileIdentity?
+    /// Device and inode: an undo removes a name only while it still leads here.
+    /// Read while the file is open (`rememberIdentity` keeps it past `close`).
+    private var knownIdentity: FileIdentity?
+    var identity: FileIdentity? {
+        rememberIdentity()
+        return knownIdentity
+    }
     /// Bytes in the file; a multiple of `blockSize` whenever `held` is not empty.
     private var written = 0
     /// Bytes past the last block boundary, not written yet (allocated at first use).
@@ -116,9 +120,13 @@ public final class StagedFile {
             try system("truncate") { ftruncate(fd, off_t(written)) }
             reservedEnd = written
         }
+    }
+
+    /// Reads the file's device and inode while it is open; later calls keep them.
+    public func rememberIdentity() {
+        guard knownIdentity == nil, fd >= 0 else { return }
         var status = stat()
-        try system("stat") { fstat(fd, &status) }
-        identity = FileIdentity(status)
+        if fstat(fd, &status) == 0 { knownIdentity = FileIdentity(status) }
     }
 
     /// Makes the file's bytes durable (`--fsync`), before it gets its name.

@@ -49,6 +49,9 @@ struct Publication {
             for part in parts { try storing { () throws(SystemError) in try part.file.synchronize() } }
         }
         let stored = policy == .overwrite ? try overwrite(parts) : try linkEach(parts)
+        if policy != .overwrite {
+            for part in parts { part.file.rememberIdentity() }  // for an undo after a failed close
+        }
         do throws(SystemError) {
             for part in parts { try part.file.closeChecked() }
             if durable { try directory.synchronize() }
@@ -62,23 +65,24 @@ struct Publication {
     }
 
     private func overwrite(_ parts: [Part]) throws(UploadFailure) -> [StoredFile] {
+        // The common case, one new unnamed file: one link(2), nothing checked
+        // first (a single file has no other file to leave as it was).
+        if parts.count == 1, parts[0].file.temporaryName == nil {
+            do {
+                try directory.link(parts[0].file, as: parts[0].name)
+                return [StoredFile(name: parts[0].name, size: parts[0].file.size, replaced: false)]
+            } catch where error.isExisting {
+                // replaced below
+            } catch {
+                throw UploadFailure.storage(error)
+            }
+        }
         var existed: [Bool] = []
         for part in parts {
             switch directory.kind(of: part.name) {
             case .directory?, .other?: throw UploadFailure.notAFile(name: part.name)
             case .file?: existed.append(true)
             case nil: existed.append(false)
-            }
-        }
-        // The common case, one new file: one link, no temporary name.
-        if parts.count == 1, !existed[0], parts[0].file.temporaryName == nil {
-            do {
-                try directory.link(parts[0].file, as: parts[0].name)
-                return [StoredFile(name: parts[0].name, size: parts[0].file.size, replaced: false)]
-            } catch where error.isExisting {
-                existed[0] = true
-            } catch {
-                throw UploadFailure.storage(error)
             }
         }
         for part in parts { try storing { () throws(SystemError) in try directory.nameTemporarily(part.file) } }
