@@ -1,6 +1,5 @@
 import CPlatform
 import Glibc
-import Synchronization
 
 /// Process-wide facilities: signals, limits, identity, clocks and output.
 public enum ProcessEnvironment {
@@ -96,15 +95,16 @@ public enum ProcessEnvironment {
         }
     }
 
-    /// Writes one line. A line is written whole before another starts: write(2)
-    /// is atomic on a pipe (stdout under Docker) only up to 4 KiB, so concurrent
-    /// lines take turns. Nothing waits in a buffer.
+    /// Writes one line, whole: lines from several threads never interleave.
+    /// write(2) is atomic on a pipe (stdout under Docker) up to PIPE_BUF, so a
+    /// line that short goes out in one write and only shares the lock; a longer
+    /// one, written in pieces, holds it alone. Nothing waits in a buffer.
     public static func writeLine(_ line: consuming String, toStandardError: Bool = false) {
         var text = line  // a line passed at its last use is moved here, not copied
         text.append("\n")
         let fd: Int32 = toStandardError ? 2 : 1
-        outputLock.withLock { _ in
-            text.withUTF8 { bytes in
+        text.withUTF8 { bytes in
+            outputLock.withLock(exclusive: bytes.count > pipeAtomicBytes) {
                 var offset = 0
                 while offset < bytes.count {
                     guard let written = try? system("write", { Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset) })
@@ -115,7 +115,9 @@ public enum ProcessEnvironment {
         }
     }
 
-    private static let outputLock = Mutex(())
+    /// PIPE_BUF on Linux.
+    private static let pipeAtomicBytes = 4096
+    private static let outputLock = ReadWriteLock()
 
     /// The version this binary was built from: `1.2.3` from a release tag,
     /// `0.0.0-dev+<sha>` otherwise (scripts/swift).
@@ -138,5 +140,27 @@ extension ProcessEnvironment {
             bytes += buffer[..<count]
         }
         return nil
+    }
+}
+
+/// pthread's reader-writer lock: shared holders do not wait for each other.
+final class ReadWriteLock: @unchecked Sendable {
+    private let lock: UnsafeMutablePointer<pthread_rwlock_t>
+
+    init() {
+        lock = .allocate(capacity: 1)
+        lock.initialize(to: pthread_rwlock_t())
+        pthread_rwlock_init(lock, nil)
+    }
+
+    deinit {
+        pthread_rwlock_destroy(lock)
+        lock.deallocate()
+    }
+
+    func withLock<Result>(exclusive: Bool, _ body: () throws -> Result) rethrows -> Result {
+        if exclusive { pthread_rwlock_wrlock(lock) } else { pthread_rwlock_rdlock(lock) }
+        defer { pthread_rwlock_unlock(lock) }
+        return try body()
     }
 }

@@ -3,7 +3,8 @@ import Platform
 
 /// JSON lines on stdout: one per request (the access log) and one per event.
 public struct Log: Sendable {
-    /// What is logged of a request's path at most: a line stays readable, and
+    /// What is logged of a request's path at most (and of its method, 32 bytes):
+    /// a line stays readable and short enough to be written in one piece, and
     /// one client cannot make every line it causes 100 KB long.
     static let maximumPathBytes = 1024
 
@@ -20,7 +21,7 @@ public struct Log: Sendable {
         line.key("time")
         line.string(ProcessEnvironment.timestamp())
         line.key("method")
-        line.string(record.method)
+        line.string(Self.shortened(record.method, to: 32))
         line.key("path")
         line.string(path)
         line.key("status")
@@ -39,11 +40,11 @@ public struct Log: Sendable {
         ProcessEnvironment.writeLine(line.text)
     }
 
-    /// The path, cut before `maximumPathBytes` at a character boundary, with `…`.
-    static func shortened(_ path: String) -> String {
+    /// The text, cut before `limit` bytes at a character boundary, with `…`.
+    static func shortened(_ path: String, to limit: Int = maximumPathBytes) -> String {
         let utf8 = path.utf8
-        guard utf8.count > maximumPathBytes else { return path }
-        var end = utf8.index(utf8.startIndex, offsetBy: maximumPathBytes)
+        guard utf8.count > limit else { return path }
+        var end = utf8.index(utf8.startIndex, offsetBy: limit)
         while end > utf8.startIndex && utf8[end] & 0xC0 == 0x80 { end = utf8.index(before: end) }  // a continuation byte
         return String(path[..<end]) + "…"
     }
