@@ -577,6 +577,20 @@ class Workspace:
     def path(self, *names: str) -> str:
         return os.path.join(self.root, *names)
 
+    def mount_tmpfs(self, name: str, size: str) -> tuple[str | None, str]:
+        """A tmpfs of `size` (`8m`, `1g`) on a new folder, unmounted at cleanup:
+        (its path, ""), or (None, why not) without root or where mount fails."""
+        if os.geteuid() != 0:
+            return None, "needs root to mount a tmpfs"
+        mount_point = self.path(name)
+        os.makedirs(mount_point)
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", mount_point],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            return None, f"cannot mount a tmpfs here: {result.stderr.strip()}"
+        self.mounts.append(mount_point)
+        return mount_point, ""
+
     def cleanup(self) -> None:
         for mount in reversed(self.mounts):
             subprocess.run(["umount", "-l", mount], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

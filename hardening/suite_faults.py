@@ -109,19 +109,12 @@ def wait_clean(server: Server, base_fds: int, timeout: float) -> tuple[bool, str
 # --------------------------------------------------------------------------- disk full
 
 def disk_full(binary: str, options, rng: random.Random, staging: str) -> None:
-    if not is_root():
-        REPORT.skip("disk full", "needs root to mount a small tmpfs")
-        return
     ws = Workspace("faults-disk", keep=options.keep)
-    mount_point = ws.path("tmpfs")
-    os.makedirs(mount_point)
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,mode=0755", "tmpfs", mount_point],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        REPORT.skip("disk full", f"cannot mount a tmpfs here: {result.stderr.strip()}")
+    mount_point, why = ws.mount_tmpfs("tmpfs", "8m")
+    if mount_point is None:
+        REPORT.skip("disk full", why)
         ws.cleanup()
         return
-    ws.mounts.append(mount_point)
     up = os.path.join(mount_point, "up")
     server = Server(binary, up, ["--timeout", "10"] + staging_args(staging), workdir=ws.root, name="disk")
     try:

@@ -10,7 +10,6 @@ from RLIMIT_NOFILE: past it an upload is answered 503 at once (never a hang), an
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 
 from common import (MiB, KiB, REPORT, Conn, Part, Server, Workspace, multipart_pieces, request, upload,
@@ -34,19 +33,12 @@ def used_bytes(path: str) -> int:
 
 
 def stalled_parts(binary: str, options) -> None:
-    if os.geteuid() != 0:
-        REPORT.skip("stalled parts", "needs root to mount a tmpfs")
-        return
     ws = Workspace("limits", keep=options.keep)
-    mount_point = ws.path("tmpfs")
-    os.makedirs(mount_point)
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1g,mode=0755", "tmpfs", mount_point],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        REPORT.skip("stalled parts", f"cannot mount a tmpfs here: {result.stderr.strip()}")
+    mount_point, why = ws.mount_tmpfs("tmpfs", "1g")
+    if mount_point is None:
+        REPORT.skip("stalled parts", why)
         ws.cleanup()
         return
-    ws.mounts.append(mount_point)
     server = Server(binary, os.path.join(mount_point, "up"), ["--timeout", "30"], workdir=ws.root, name="stalled")
     connections: list[Conn] = []
     try:

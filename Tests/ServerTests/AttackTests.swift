@@ -149,7 +149,7 @@ import Testing
 
     @Test func anExposedServerWithoutATokenSaysSo() throws {
         let exposed = try TestServer(["--host", "0.0.0.0"])
-        #expect(exposed.logText.contains("\"event\":\"no_token\""))
+        #expect(exposed.waitForLog("\"event\":\"no_token\""))  // the line after `started`
         let local = try TestServer()
         #expect(!local.logText.contains("no_token"))
     }
