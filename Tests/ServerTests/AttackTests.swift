@@ -83,6 +83,9 @@ import Testing
             try connection.send("GET /healthz HTTP/1.1\r\nHo")
             idle.append(connection)
         }
+        // connect(2) returns before the server accepts: wait until it holds all
+        // eight (and its listening socket), so that the ninth is the one refused.
+        for _ in 0..<200 where server.socketCount < 9 { usleep(10_000) }
         let ninth = try server.client()
         try? ninth.send("GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
         #expect((try? ninth.readResponse()) ?? nil == nil, "a ninth connection from one address is refused")

@@ -136,7 +136,8 @@ struct LifecycleTests {
         let server = try TestServer()
         let start = Date()
         #expect(server.stop(signal: SIGINT) == 0)
-        #expect(Date().timeIntervalSince(start) < 1)
+        // Milliseconds normally; the bound leaves room for a sanitizer build on a busy machine.
+        #expect(Date().timeIntervalSince(start) < 2)
     }
 
     @Test func theIPv6WildcardAcceptsBothFamilies() throws {

@@ -44,6 +44,15 @@ final class TestServer: @unchecked Sendable {
     }
 
     var pid: Int32 { process.processIdentifier }
+
+    /// Sockets the server process holds (its listening socket included).
+    var socketCount: Int {
+        let directory = "/proc/\(pid)/fd"
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        return entries.filter {
+            (try? FileManager.default.destinationOfSymbolicLink(atPath: "\(directory)/\($0)"))?.hasPrefix("socket:") == true
+        }.count
+    }
     var logLines: [String] { output.lines }
     var logText: String { logLines.joined(separator: "\n") }
 
