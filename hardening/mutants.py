@@ -117,12 +117,6 @@ MUTANTS = [
            "    nonisolated(unsafe) static var racy = 0\n"
            "    func begin() { value.add(1, ordering: .relaxed); UploadsInFlight.racy += 1 }",
            ["load"], ["--load-idle", "50", "--load-uploads", "50"], sanitizer="thread"),
-    Mutant("undo-by-name",
-           "an undo removes a name without checking whose file it is (issue 15's mixed-policy race)",
-           "Sources/Platform/Directory.swift",
-           "        if fstatat(fd, aside, &status, AT_SYMLINK_NOFOLLOW) == 0, FileIdentity(status) == mine {",
-           "        if true || fstatat(fd, aside, &status, AT_SYMLINK_NOFOLLOW) == 0 {",
-           ["multi"]),
     Mutant("reservation-kept",
            "a finished part keeps the disk space reserved ahead of it",
            "Sources/Platform/StagedFile.swift",
