@@ -15,7 +15,6 @@ public struct SystemError: Error, Sendable, CustomStringConvertible {
     public var isNoSpace: Bool { code == ENOSPC || code == EDQUOT }
     public var isExisting: Bool { code == EEXIST }
     public var isMissing: Bool { code == ENOENT }
-    public var isDirectory: Bool { code == EISDIR }
 }
 
 /// Runs a system call that returns -1 and sets errno on failure, retrying it when

@@ -50,8 +50,6 @@ final class Upload {
         settings.uploads.begin()
     }
 
-    var fileCount: Int { parts.count }
-
     /// Counts body bytes against the limit; after a failure, against the discard allowance.
     func receive(byteCount count: Int) -> BodyDecision {
         if failure != nil {
