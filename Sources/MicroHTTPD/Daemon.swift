@@ -230,6 +230,19 @@ private final class DaemonContext: Sendable {
     }
 }
 
+/// Where a request's body goes.
+private enum Body {
+    case form(any FormReceiver)
+    case raw(any RawBodyReceiver)
+
+    var receiver: any BodyReceiver {
+        switch self {
+        case .form(let receiver): receiver
+        case .raw(let receiver): receiver
+        }
+    }
+}
+
 /// The state of one request, owned by libmicrohttpd's `con_cls` from the first
 /// call of the access handler until the completion callback.
 private final class Exchange {
@@ -239,10 +252,8 @@ private final class Exchange {
     let started = ProcessEnvironment.monotonicNanoseconds()
     var status: Int?
     var bodyBytes: UInt64 = 0
-    var receiver: (any BodyReceiver)?
-    /// The same receiver when the body is multipart, parsed by `postProcessor`.
-    var formReceiver: (any FormReceiver)?
-    var rawReceiver: (any RawBodyReceiver)?
+    /// Where the body goes: parsed by `postProcessor` into a form receiver, or as it is.
+    var body: Body?
     var postProcessor: OpaquePointer?
     var finished = false
     // The post-processor reports a new part only as "offset 0"; see `formData`.
@@ -272,7 +283,7 @@ private final class Exchange {
     /// One call of the post-processor's iterator.
     func formData(name: UnsafePointer<CChar>?, filename: UnsafePointer<CChar>?, data: UnsafePointer<CChar>?,
                   offset: UInt64, size: Int) -> Bool {
-        guard let receiver = formReceiver else { return false }
+        guard case .form(let receiver) = body else { return false }
         // libmicrohttpd may call twice at offset 0 for one part (once empty, then
         // with data), so a new part is an offset of 0 after data, or a new name.
         // An empty part followed by a part with the same name and filename reads
@@ -313,12 +324,10 @@ private let accessHandler: MHD_AccessHandlerCallback = { cls, connection, url, m
         case .respond(let response):
             return exchange.queue(response, on: connection)
         case .receiveBody(let receiver):
-            exchange.receiver = receiver
-            exchange.rawReceiver = receiver
+            exchange.body = .raw(receiver)
             return .YES
         case .receiveForm(let receiver):
-            exchange.receiver = receiver
-            exchange.formReceiver = receiver
+            exchange.body = .form(receiver)
             // The buffer never needs to be larger than the body: a small upload
             // then allocates (and zeroes) a small one.
             let length = min(head.header("Content-Length").flatMap { Int($0) } ?? .max, context.formBufferSize)
@@ -337,25 +346,29 @@ private let accessHandler: MHD_AccessHandlerCallback = { cls, connection, url, m
     if size > 0 {
         uploadDataSize.pointee = 0
         exchange.bodyBytes += UInt64(size)
-        guard let receiver = exchange.receiver else { return .YES }
-        switch receiver.receive(byteCount: size) {
+        guard let body = exchange.body else { return .YES }
+        switch body.receiver.receive(byteCount: size) {
         case .close:
             return .NO
         case .discard:
             return .YES
         case .parse:
-            if let raw = exchange.rawReceiver, let uploadData {
+            switch body {
+            case .raw(let receiver):
+                guard let uploadData else { break }
                 let buffer = UnsafeRawBufferPointer(start: uploadData, count: size)
-                _ = raw.bodyData(buffer.bytes)
-            } else if let postProcessor = exchange.postProcessor, MHD_post_process(postProcessor, uploadData, size) == .NO {
-                exchange.formReceiver?.malformed()
+                _ = receiver.bodyData(buffer.bytes)
+            case .form(let receiver):
+                if let postProcessor = exchange.postProcessor, MHD_post_process(postProcessor, uploadData, size) == .NO {
+                    receiver.malformed()
+                }
             }
             return .YES
         }
     }
 
     // The body is complete.
-    guard exchange.status == nil, let receiver = exchange.receiver else { return .YES }
+    guard exchange.status == nil, let receiver = exchange.body?.receiver else { return .YES }
     var parsed = false
     if let postProcessor = exchange.postProcessor {
         parsed = MHD_destroy_post_processor(postProcessor) == .YES
@@ -389,12 +402,10 @@ private let requestCompleted: MHD_RequestCompletedCallback = { cls, _, conCls, c
         _ = MHD_destroy_post_processor(postProcessor)
         exchange.postProcessor = nil
     }
-    if let receiver = exchange.receiver, !exchange.finished {
+    if let receiver = exchange.body?.receiver, !exchange.finished {
         receiver.abandon(termination)
     }
-    exchange.receiver = nil
-    exchange.formReceiver = nil
-    exchange.rawReceiver = nil
+    exchange.body = nil
     context.application.completed(RequestRecord(
         method: exchange.method, path: exchange.path, peer: exchange.peer,
         status: exchange.status, bodyBytes: exchange.bodyBytes,
