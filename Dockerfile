@@ -13,6 +13,10 @@
 # scripts/image reads it from this line, and Dependabot, which cannot follow
 # an ARG in FROM, proposes the updates.
 FROM swift:6.3-bookworm AS build
+# The legacy builder keeps this stage's image (about 4 GB, untagged) after every
+# build; the label lets `docker image prune --filter label=upload-server.stage=builder`
+# remove exactly those (docs/releasing.md). The final image does not inherit it.
+LABEL upload-server.stage=builder
 
 # libmicrohttpd: our patched static build (no HTTPS), from Debian's source
 # package and patches/libmicrohttpd, by the same script as every other build
@@ -43,7 +47,8 @@ COPY scripts/swift scripts/version ./scripts/
 COPY Tests ./Tests
 COPY Sources ./Sources
 # The version the binary prints (scripts/version takes these: the build has no
-# .git). scripts/image passes both; a plain `docker build` says 0.0.0-dev.
+# .git). scripts/image and docker-compose.build.yml pass both; a plain
+# `docker build` says 0.0.0-dev.
 ARG VERSION=0.0.0-dev
 ARG REVISION=unknown
 # --static-swift-stdlib with -static-executable: one binary that needs no
