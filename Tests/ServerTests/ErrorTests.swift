@@ -306,26 +306,17 @@ struct ErrorTests {
         #expect(server.storedNames.isEmpty)
     }
 
-    @Test(arguments: Staging.allCases)
+    @Test(.enabled(if: Capabilities.mountTmpfs, "needs root with CAP_SYS_ADMIN to mount a small tmpfs"),
+          arguments: Staging.allCases)
     func fullDiskIs507AndLeavesNoTemporaryFile(staging: Staging) throws {
-        guard getuid() == 0 else { return }  // needs a tmpfs mount; CI runs as root
         let mountPoint = FileManager.default.temporaryDirectory.appendingPathComponent("upload-server-small-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: mountPoint, withIntermediateDirectories: true)
-        let mount = Process()
-        mount.executableURL = URL(fileURLWithPath: "/bin/mount")
-        mount.arguments = ["-t", "tmpfs", "-o", "size=2m", "tmpfs", mountPoint.path]
-        try mount.run()
-        mount.waitUntilExit()
-        guard mount.terminationStatus == 0 else {
-            Issue.record("cannot mount a tmpfs here")
+        guard Capabilities.run("/bin/mount", ["-t", "tmpfs", "-o", "size=2m", "tmpfs", mountPoint.path]) else {
+            Issue.record("mounting a tmpfs failed although the probe could")
             return
         }
         defer {
-            let umount = Process()
-            umount.executableURL = URL(fileURLWithPath: "/bin/umount")
-            umount.arguments = [mountPoint.path]
-            try? umount.run()
-            umount.waitUntilExit()
+            Capabilities.run("/bin/umount", [mountPoint.path])
             try? FileManager.default.removeItem(at: mountPoint)
         }
         let server = try TestServer(staging.arguments, uploadDirectory: mountPoint)
