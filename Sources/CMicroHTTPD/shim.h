@@ -46,6 +46,7 @@ shim_start_daemon(unsigned int flags,
                   MHD_RequestCompletedCallback completed, void *completed_cls,
                   MHD_LogCallback logger, void *logger_cls,
                   ErrorResponseCallback error_response, void *error_response_cls,
+                  MHD_NotifyConnectionCallback notify, void *notify_cls,
                   const struct MHD_OptionItem *options)
 {
 #ifdef MHD_UPLOAD_SERVER_PATCHES
@@ -53,6 +54,7 @@ shim_start_daemon(unsigned int flags,
                           MHD_OPTION_EXTERNAL_LOGGER, logger, logger_cls,
                           MHD_OPTION_NOTIFY_COMPLETED, completed, completed_cls,
                           MHD_OPTION_UNESCAPE_CALLBACK, shim_keep_escaped, NULL,
+                          MHD_OPTION_NOTIFY_CONNECTION, notify, notify_cls,
                           MHD_OPTION_ERROR_RESPONSE_CALLBACK,
                           (MHD_ErrorResponseCallback) error_response, error_response_cls,
                           MHD_OPTION_ARRAY, options,
@@ -64,6 +66,7 @@ shim_start_daemon(unsigned int flags,
                           MHD_OPTION_EXTERNAL_LOGGER, logger, logger_cls,
                           MHD_OPTION_NOTIFY_COMPLETED, completed, completed_cls,
                           MHD_OPTION_UNESCAPE_CALLBACK, shim_keep_escaped, NULL,
+                          MHD_OPTION_NOTIFY_CONNECTION, notify, notify_cls,
                           MHD_OPTION_ARRAY, options,
                           MHD_OPTION_END);
 #endif
@@ -83,6 +86,33 @@ shim_client_address(struct MHD_Connection *connection)
   const union MHD_ConnectionInfo *info =
       MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
   return info == NULL ? NULL : info->client_addr;
+}
+
+// What the application stored for a connection when it opened (NOTIFY_CONNECTION).
+static inline void *
+shim_socket_context(struct MHD_Connection *connection)
+{
+  const union MHD_ConnectionInfo *info =
+      MHD_get_connection_info(connection, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+  return info == NULL ? NULL : info->socket_context;
+}
+
+// A connection's own idle timeout, in seconds.
+static inline void
+shim_set_connection_timeout(struct MHD_Connection *connection, unsigned int seconds)
+{
+  MHD_set_connection_option(connection, MHD_CONNECTION_OPTION_TIMEOUT, seconds);
+}
+
+// Ends a connection without an answer: the library sees end-of-stream on its
+// next read and closes it. The descriptor stays the library's to close.
+static inline void
+shim_shut_down(struct MHD_Connection *connection)
+{
+  const union MHD_ConnectionInfo *info =
+      MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+  if (info != NULL)
+    shutdown(info->connect_fd, SHUT_RDWR);
 }
 
 #endif

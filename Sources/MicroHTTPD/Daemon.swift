@@ -13,12 +13,15 @@ public struct RequestHead: ~Copyable {
     public let method: String
     public let path: String
     public let peer: String
+    /// Set when the connection policy refused the connection this request came on.
+    public let refusal: ConnectionRefusal?
     private let connection: OpaquePointer
 
-    init(method: String, path: String, peer: String, connection: OpaquePointer) {
+    init(method: String, path: String, peer: String, refusal: ConnectionRefusal?, connection: OpaquePointer) {
         self.method = method
         self.path = path
         self.peer = peer
+        self.refusal = refusal
         self.connection = connection
     }
 
@@ -114,7 +117,28 @@ public struct RequestRecord: Sendable {
     public let termination: Termination
 }
 
+/// Why the connection policy refused a connection.
+public enum ConnectionRefusal: Int, Sendable {
+    /// The server is close to its connection limit and the address holds many.
+    case busy = 1
+    /// The address holds `--connections-per-address` connections already.
+    case addressLimit = 2
+}
+
+/// What becomes of a new connection.
+public enum Admission: Sendable, Equatable {
+    case admit
+    /// Kept just long enough to answer its first request with a refusal.
+    case refuse(ConnectionRefusal)
+    /// Closed without an answer: too many refused connections are open already.
+    case drop
+}
+
 public protocol HTTPApplication: Sendable {
+    /// A connection was accepted; decides whether it is served. Every call is
+    /// matched by one `connectionClosed` with the same group and admission.
+    func connectionOpened(from group: AddressGroup) -> Admission
+    func connectionClosed(from group: AddressGroup, _ admission: Admission)
     func begin(_ head: borrowing RequestHead) -> RequestAction
     func completed(_ record: RequestRecord)
     func daemonMessage(_ text: String)
@@ -123,9 +147,9 @@ public protocol HTTPApplication: Sendable {
 public struct DaemonOptions: Sendable {
     public var address: SocketAddress
     public var threads: Int
+    /// Every connection the library holds, refused ones included: the
+    /// application's policy admits fewer.
     public var connectionLimit: Int
-    /// Simultaneous connections from one IP address; 0: no limit.
-    public var connectionsPerAddress: Int
     public var idleTimeoutSeconds: Int
     /// Per-connection memory; what the request's head leaves of it bounds each
     /// read from the socket (README, Performance). Our libmicrohttpd build gives
@@ -135,12 +159,10 @@ public struct DaemonOptions: Sendable {
     /// the largest piece of a part handed over at once.
     public var formBufferSize: Int
 
-    public init(address: SocketAddress, threads: Int, connectionLimit: Int, connectionsPerAddress: Int,
-                idleTimeoutSeconds: Int, connectionMemory: Int = 128 * 1024, formBufferSize: Int = 128 * 1024) {
+    public init(address: SocketAddress, threads: Int, connectionLimit: Int, idleTimeoutSeconds: Int, connectionMemory: Int = 128 * 1024, formBufferSize: Int = 128 * 1024) {
         self.address = address
         self.threads = threads
         self.connectionLimit = connectionLimit
-        self.connectionsPerAddress = connectionsPerAddress
         self.idleTimeoutSeconds = idleTimeoutSeconds
         self.connectionMemory = connectionMemory
         self.formBufferSize = formBufferSize
@@ -174,7 +196,6 @@ public final class Daemon: @unchecked Sendable {
                 // Lets a read grow past half of that memory into what the request's
                 // head leaves free: 120 KiB instead of 64 KiB per read from 128 KiB.
                 .init(option: .CONNECTION_MEMORY_INCREMENT, value: options.connectionMemory, ptr_value: nil),
-                .init(option: .PER_IP_CONNECTION_LIMIT, value: options.connectionsPerAddress, ptr_value: nil),
                 .init(option: .LISTEN_BACKLOG_SIZE, value: 1024, ptr_value: nil),
                 // No LISTENING_ADDRESS_REUSE: with SO_REUSEPORT a second instance
                 // on the same port would start and silently take part of the traffic.
@@ -183,7 +204,7 @@ public final class Daemon: @unchecked Sendable {
             let opaque = context.toOpaque()
             return items.withUnsafeMutableBufferPointer {
                 shim_start_daemon(flags, accessHandler, opaque, requestCompleted, opaque, logMessage, opaque,
-                                  errorResponse, opaque, $0.baseAddress)
+                                  errorResponse, opaque, connectionNotified, opaque, $0.baseAddress)
             }
         }
         guard let handle else {
@@ -212,6 +233,10 @@ public final class Daemon: @unchecked Sendable {
     }
 
     deinit { precondition(handle == nil, "Daemon dropped while running: call stop() first") }
+
+    /// Sockets our library build may keep open after their connection ended, to
+    /// drain what the client still sends so that an early answer is not lost.
+    public static let lingeringSockets = 32
 
     /// `0.9.75 (stock)` or `0.9.75 (upload-server patches ...)`: which library runs.
     public static var library: (version: String, patches: String?) {
@@ -254,6 +279,9 @@ private final class Exchange {
     var bodyBytes: UInt64 = 0
     /// Where the body goes: parsed by `postProcessor` into a form receiver, or as it is.
     var body: Body?
+    /// An answer to a request without a body, sent on the handler's next call:
+    /// one queued on the first call makes libmicrohttpd close the connection.
+    var deferred: Response?
     var postProcessor: OpaquePointer?
     var finished = false
     // The post-processor reports a new part only as "offset 0"; see `formData`.
@@ -316,12 +344,20 @@ private let accessHandler: MHD_AccessHandlerCallback = { cls, connection, url, m
     guard let existing = conCls.pointee else {
         // First call: the headers have arrived, the body (if any) has not.
         let peer = shim_client_address(connection).flatMap { SocketAddress($0)?.description } ?? "-"
-        let head = RequestHead(method: string(method) ?? "", path: string(url) ?? "", peer: peer, connection: connection)
+        let refusal = ConnectionDecision(shim_socket_context(connection)).refusal
+        let head = RequestHead(method: string(method) ?? "", path: string(url) ?? "", peer: peer,
+                               refusal: refusal, connection: connection)
         let exchange = Exchange(head)
         conCls.pointee = Unmanaged.passRetained(exchange).toOpaque()
 
         switch context.application.begin(head) {
         case .respond(let response):
+            let hasBody = head.header("Transfer-Encoding") != nil
+                || head.header("Content-Length").map { $0 != "0" } ?? false
+            guard hasBody else {
+                exchange.deferred = response
+                return .YES
+            }
             return exchange.queue(response, on: connection)
         case .receiveBody(let receiver):
             exchange.body = .raw(receiver)
@@ -368,6 +404,10 @@ private let accessHandler: MHD_AccessHandlerCallback = { cls, connection, url, m
     }
 
     // The body is complete.
+    if let response = exchange.deferred {
+        exchange.deferred = nil
+        return exchange.queue(response, on: connection)
+    }
     guard exchange.status == nil, let receiver = exchange.body?.receiver else { return .YES }
     var parsed = false
     if let postProcessor = exchange.postProcessor {
@@ -411,6 +451,58 @@ private let requestCompleted: MHD_RequestCompletedCallback = { cls, _, conCls, c
         status: exchange.status, bodyBytes: exchange.bodyBytes,
         durationNanoseconds: ProcessEnvironment.monotonicNanoseconds() - exchange.started,
         termination: exchange.status == nil && termination == .completed ? .failed : termination))
+}
+
+/// A connection's admission, kept in its socket context as a small number (not
+/// an address: nothing to allocate or free per connection).
+private struct ConnectionDecision {
+    let admission: Admission
+
+    init(_ admission: Admission) { self.admission = admission }
+
+    init(_ context: UnsafeMutableRawPointer?) {
+        admission = switch Int(bitPattern: context) {
+        case 0: .admit
+        case -1: .drop
+        case let code: ConnectionRefusal(rawValue: code).map { .refuse($0) } ?? .drop
+        }
+    }
+
+    var context: UnsafeMutableRawPointer? {
+        switch admission {
+        case .admit: nil
+        case .refuse(let refusal): UnsafeMutableRawPointer(bitPattern: refusal.rawValue)
+        case .drop: UnsafeMutableRawPointer(bitPattern: -1)
+        }
+    }
+
+    var refusal: ConnectionRefusal? {
+        if case .refuse(let refusal) = admission { return refusal }
+        return nil
+    }
+}
+
+/// A refused connection is kept only this long for its first request.
+private let refusedConnectionTimeoutSeconds: UInt32 = 2
+
+private let connectionNotified: MHD_NotifyConnectionCallback = { cls, connection, socketContext, code in
+    guard let cls, let connection, let socketContext,
+          let group = shim_client_address(connection).flatMap({ SocketAddress($0)?.group }) else { return }
+    let context = Unmanaged<DaemonContext>.fromOpaque(cls).takeUnretainedValue()
+    switch code {
+    case .CONNECTION_NOTIFY_STARTED:
+        let decision = ConnectionDecision(context.application.connectionOpened(from: group))
+        socketContext.pointee = decision.context
+        switch decision.admission {
+        case .admit: break
+        case .refuse: shim_set_connection_timeout(connection, refusedConnectionTimeoutSeconds)
+        case .drop: shim_shut_down(connection)
+        }
+    case .CONNECTION_NOTIFY_CLOSED:
+        context.application.connectionClosed(from: group, ConnectionDecision(socketContext.pointee).admission)
+    @unknown default:
+        break
+    }
 }
 
 private let logMessage: MHD_LogCallback = { cls, format, arguments in

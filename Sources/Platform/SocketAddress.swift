@@ -85,3 +85,46 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
         }
     }
 }
+
+/// The clients one connection policy treats as one: an IPv4 address, or an IPv6
+/// /64 (one host is given a whole /64 and can use any address in it). An
+/// IPv4-mapped IPv6 address (a dual-stack listener) is its IPv4 address.
+public struct AddressGroup: Hashable, Sendable, CustomStringConvertible {
+    /// The IPv4 address, or the /64 prefix, in network byte order.
+    private let bits: UInt64
+    private let isIPv6: Bool
+
+    public init(ipv4 bits: UInt32) {
+        self.bits = UInt64(bits)
+        isIPv6 = false
+    }
+
+    public init(ipv6Prefix bits: UInt64) {
+        self.bits = bits
+        isIPv6 = true
+    }
+
+    public var description: String {
+        if !isIPv6 {
+            return (0..<4).map { String((bits >> (24 - 8 * $0)) & 0xff) }.joined(separator: ".")
+        }
+        let words = (0..<4).map { String((bits >> (48 - 16 * $0)) & 0xffff, radix: 16) }
+        return words.joined(separator: ":") + "::/64"
+    }
+}
+
+extension SocketAddress {
+    public var group: AddressGroup {
+        switch storage {
+        case .v4(let address):
+            return AddressGroup(ipv4: UInt32(bigEndian: address.sin_addr.s_addr))
+        case .v6(let address):
+            let bytes = withUnsafeBytes(of: address.sin6_addr) { Array($0) }
+            let isMapped = bytes[0..<10].allSatisfy { $0 == 0 } && bytes[10] == 0xff && bytes[11] == 0xff
+            if isMapped {
+                return AddressGroup(ipv4: bytes[12..<16].reduce(0) { $0 << 8 | UInt32($1) })
+            }
+            return AddressGroup(ipv6Prefix: bytes[0..<8].reduce(0) { $0 << 8 | UInt64($1) })
+        }
+    }
+}

@@ -15,6 +15,8 @@ public struct SystemError: Error, Sendable, CustomStringConvertible {
     public var isNoSpace: Bool { code == ENOSPC || code == EDQUOT }
     public var isExisting: Bool { code == EEXIST }
     public var isMissing: Bool { code == ENOENT }
+    /// The process's or the system's open-files limit: a moment of overload, not a fault.
+    public var isOutOfDescriptors: Bool { code == EMFILE || code == ENFILE }
 }
 
 /// Runs a system call that returns -1 and sets errno on failure, retrying it when

@@ -9,8 +9,8 @@ public struct Configuration: Sendable, Equatable {
     public var onConflict = ConflictPolicy.overwrite
     public var threads: Int
     public var connectionLimit = 4096
-    /// Simultaneous connections from one IP address; 0: no limit (behind a proxy).
-    public var connectionsPerAddress = 128
+    /// Connections from one address (IPv6: one /64); see `ConnectionPolicy`.
+    public var connectionsPerAddress = PerAddressLimit.automatic
     public var idleTimeoutSeconds = 30
     public var token: String?
     public var shutdownGraceSeconds = 5
@@ -20,6 +20,10 @@ public struct Configuration: Sendable, Equatable {
     public var durable = false
     /// Origins besides the server's own that may upload from a browser; `*`: any.
     public var allowedOrigins: [String] = []
+    /// Host names (lower case) by which browsers reach the server, besides IP
+    /// literals and `localhost`: a browser's request naming any other `Host` is
+    /// refused (DNS rebinding).
+    public var publicNames: [String] = []
     /// Serve the upload page at `/`.
     public var web = true
 
@@ -110,9 +114,10 @@ public enum CommandLineParser {
         .number("--threads", "THREADS", "N", help: "worker threads (default: 4 per processor)", in: 1...1024, \.threads),
         .number("--connection-limit", "CONNECTION_LIMIT", "N", help: "simultaneous connections (default 4096)",
                 in: 1...1_000_000, \.connectionLimit),
-        .number("--connections-per-address", "CONNECTIONS_PER_ADDRESS", "N",
-                help: "simultaneous connections from one IP address; 0 = no limit, for use behind a reverse proxy (default 128)",
-                in: 0...1_000_000, \.connectionsPerAddress),
+        Option(flag: "--connections-per-address", environment: "CONNECTIONS_PER_ADDRESS", valueName: "N",
+               help: "connections from one address (IPv6: one /64): auto (default: any free slot, but the last "
+                   + "tenth is kept for addresses holding few), unlimited (behind a reverse proxy), or a hard cap",
+               field: \.connectionsPerAddress) { PerAddressLimit($0) },
         .number("--timeout", "TIMEOUT", "SECONDS", help: "close a connection idle this long (default 30)",
                 in: 1...86_400, \.idleTimeoutSeconds),
         Option(flag: "--token", environment: "UPLOAD_TOKEN", valueName: "TOKEN",
@@ -135,6 +140,14 @@ public enum CommandLineParser {
             let origins = value.split(separator: ",").map { $0.trimmingSpaces() }.filter { !$0.isEmpty }
             guard origins.allSatisfy({ $0 == "*" || $0.hasPrefix("http://") || $0.hasPrefix("https://") }) else { return false }
             config.allowedOrigins = origins
+            return true
+        },
+        Option(flag: "--public-name", environment: "PUBLIC_NAME", valueName: "NAMES",
+               help: "comma-separated host names browsers use to reach this server (uploads.example.com); "
+                   + "IP addresses and localhost always work (default: none)") { config, value in
+            let names = value.split(separator: ",").map { $0.trimmingSpaces().lowercased() }.filter { !$0.isEmpty }
+            guard names.allSatisfy({ name in !name.contains(":") && !name.contains("/") && !name.contains(" ") }) else { return false }
+            config.publicNames = names
             return true
         },
         .number("--shutdown-grace", "SHUTDOWN_GRACE", "SECONDS",

@@ -15,8 +15,33 @@ public final class Metrics: Sendable {
     private let filesStored = Atomic<UInt64>(0)
     private let bytesStored = Atomic<UInt64>(0)
     private let uploads: UploadsInFlight
+    private let connections: ConnectionPolicy
+    /// By `refusalReason`: busy, address_limit, dropped.
+    private let refusedBusy = Atomic<UInt64>(0)
+    private let refusedAddressLimit = Atomic<UInt64>(0)
+    private let dropped = Atomic<UInt64>(0)
 
-    init(uploads: UploadsInFlight) { self.uploads = uploads }
+    init(uploads: UploadsInFlight, connections: ConnectionPolicy) {
+        self.uploads = uploads
+        self.connections = connections
+    }
+
+    func refusedConnection(_ admission: Admission) {
+        switch admission {
+        case .refuse(.busy): refusedBusy.add(1, ordering: .relaxed)
+        case .refuse(.addressLimit): refusedAddressLimit.add(1, ordering: .relaxed)
+        case .admit, .drop: dropped.add(1, ordering: .relaxed)
+        }
+    }
+
+    /// The `reason` label of `upload_server_connections_refused_total`.
+    static func refusalReason(_ admission: Admission) -> String {
+        switch admission {
+        case .refuse(.busy): "busy"
+        case .refuse(.addressLimit): "address_limit"
+        case .admit, .drop: "dropped"
+        }
+    }
 
     func stored(files: Int, bytes: UInt64) {
         filesStored.add(UInt64(files), ordering: .relaxed)
@@ -90,6 +115,14 @@ public final class Metrics: Sendable {
         # HELP upload_server_uploads_in_flight Uploads being received now.
         # TYPE upload_server_uploads_in_flight gauge
         upload_server_uploads_in_flight \(uploads.count)
+        # HELP upload_server_connections Connections admitted by the connection policy, open now.
+        # TYPE upload_server_connections gauge
+        upload_server_connections \(connections.admittedCount)
+        # HELP upload_server_connections_refused_total Connections the policy refused: busy and address_limit are answered 503, dropped are closed unanswered.
+        # TYPE upload_server_connections_refused_total counter
+        upload_server_connections_refused_total{reason="address_limit"} \(refusedAddressLimit.load(ordering: .relaxed))
+        upload_server_connections_refused_total{reason="busy"} \(refusedBusy.load(ordering: .relaxed))
+        upload_server_connections_refused_total{reason="dropped"} \(dropped.load(ordering: .relaxed))
         # HELP upload_server_failures_total Failed requests by reason.
         # TYPE upload_server_failures_total counter
 

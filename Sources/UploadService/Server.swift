@@ -26,19 +26,20 @@ public enum Server {
         ProcessEnvironment.blockTerminationSignals()
         ProcessEnvironment.mapLargeAllocations()
         let budget = DescriptorBudget(openFiles: ProcessEnvironment.raiseOpenFileLimit(),
-                                      connectionLimit: config.connectionLimit)
+                                      connectionLimit: config.connectionLimit, threads: config.threads)
 
         guard let address = SocketAddress(host: config.host, port: config.port) else {
             ProcessEnvironment.writeLine("upload-server: invalid host \(config.host)", toStandardError: true)
             return 2
         }
         let application = UploadApplication(config: config, directory: uploadDirectory, staging: staging,
-                                            stagedFilesLimit: budget.stagedFiles, log: log)
+                                            connectionLimit: budget.connections, stagedFilesLimit: budget.stagedFiles, log: log)
         let daemon: Daemon
         do {
             daemon = try Daemon(application, options: DaemonOptions(
-                address: address, threads: config.threads, connectionLimit: budget.connections,
-                connectionsPerAddress: config.connectionsPerAddress, idleTimeoutSeconds: config.idleTimeoutSeconds))
+                address: address, threads: config.threads,
+                connectionLimit: ConnectionPolicy.sockets(admitting: budget.connections),
+                idleTimeoutSeconds: config.idleTimeoutSeconds))
         } catch {
             ProcessEnvironment.writeLine("upload-server: cannot \(error)", toStandardError: true)
             return 1
@@ -58,7 +59,10 @@ public enum Server {
             ("on_conflict", .string(config.onConflict.rawValue)),
             ("threads", .number(Int64(config.threads))),
             ("connection_limit", .number(Int64(budget.connections))),
-            ("connections_per_address", .number(Int64(config.connectionsPerAddress))),
+            ("connections_per_address", {
+                if case .atMost(let count) = config.connectionsPerAddress { return .number(Int64(count)) }
+                return .string(config.connectionsPerAddress.description)
+            }()),
             ("staged_files_limit", .number(Int64(budget.stagedFiles))),
             ("timeout_s", .number(Int64(config.idleTimeoutSeconds))),
             ("shutdown_grace_s", .number(Int64(config.shutdownGraceSeconds))),
@@ -66,6 +70,7 @@ public enum Server {
             ("fsync", .bool(config.durable)),
             ("web", .bool(config.web)),
             ("allowed_origins", .array(config.allowedOrigins.map { .string($0) })),
+            ("public_names", .array(config.publicNames.map { .string($0) })),
             ("uid", .unsigned(UInt64(uid))),
             ("gid", .unsigned(UInt64(gid))),
             ("open_files_limit", .unsigned(UInt64(budget.openFiles))),
@@ -118,24 +123,31 @@ public enum Server {
     }
 }
 
-/// How the process's descriptors (RLIMIT_NOFILE) are shared: connections, files
-/// in progress, and a few for the process itself. One request may hold up to
-/// `Upload.maximumFiles` files, so the files get their own budget (503 past it)
-/// rather than a share per connection.
+/// How the process's descriptors (RLIMIT_NOFILE) are shared: connections (the
+/// admitted ones and the policy's refused ones awaiting their 503), files in
+/// progress, and what the process and the library hold by themselves. One
+/// request may hold up to `Upload.maximumFiles` files, so the files get their
+/// own budget (503 past it) rather than a share per connection.
 struct DescriptorBudget {
+    /// Standard streams, the listening socket, the upload directory (one per
+    /// request being opened), the log, `/proc` reads: the process's own.
     static let reserved = 64
+    /// Each worker thread's epoll and eventfd.
+    static let perThread = 2
     /// At least this many files in progress, even if connections must give way.
     static let minimumStagedFiles = 64
 
     let openFiles: Int
+    /// Admitted connections.
     let connections: Int
     let stagedFiles: Int
 
-    init(openFiles: UInt64, connectionLimit: Int) {
+    init(openFiles: UInt64, connectionLimit: Int, threads: Int) {
         self.openFiles = Int(min(openFiles, UInt64(Int.max)))
-        let available = max(2, self.openFiles - Self.reserved)
-        connections = min(connectionLimit, max(1, available - Self.minimumStagedFiles))
-        stagedFiles = max(1, available - connections)
+        let held = Self.reserved + Self.perThread * threads + Daemon.lingeringSockets
+        let available = max(2, self.openFiles - held)
+        connections = min(connectionLimit, ConnectionPolicy.admittable(within: available - Self.minimumStagedFiles))
+        stagedFiles = max(1, available - ConnectionPolicy.sockets(admitting: connections))
     }
 }
 

@@ -9,14 +9,17 @@ public final class UploadApplication: HTTPApplication {
     let uploads = UploadsInFlight()
     let metrics: Metrics
     let log: Log
+    let connections: ConnectionPolicy
     private let settings: Upload.Settings
     private let page: WebPage?
 
-    public init(config: Configuration, directory: UploadDirectory, staging: Staging, stagedFilesLimit: Int, log: Log) {
+    public init(config: Configuration, directory: UploadDirectory, staging: Staging, connectionLimit: Int,
+                stagedFilesLimit: Int, log: Log) {
         self.config = config
         self.directory = directory
         self.log = log
-        metrics = Metrics(uploads: uploads)
+        connections = ConnectionPolicy(limit: connectionLimit, perAddress: config.connectionsPerAddress)
+        metrics = Metrics(uploads: uploads, connections: connections)
         settings = Upload.Settings(uploadDirectory: directory, staging: staging, policy: config.onConflict,
                                    durable: config.durable, limit: config.maxUploadSize,
                                    budget: StagingBudget(limit: stagedFilesLimit), uploads: uploads,
@@ -24,8 +27,31 @@ public final class UploadApplication: HTTPApplication {
         page = config.web ? WebPage(maxUploadSize: config.maxUploadSize, tokenRequired: config.token != nil) : nil
     }
 
+    public func connectionOpened(from group: AddressGroup) -> Admission {
+        let decision = connections.opened(from: group)
+        if case .admit = decision.admission { return .admit }
+        metrics.refusedConnection(decision.admission)
+        if decision.log {
+            log.warning("connection_refused", [
+                ("address", .string(group.description)),
+                ("reason", .string(Metrics.refusalReason(decision.admission))),
+                ("holding", .number(Int64(decision.holding))),
+                ("connections", .number(Int64(connections.admittedCount))),
+                ("connections_per_address", .string(config.connectionsPerAddress.description)),
+            ])
+        }
+        return decision.admission
+    }
+
+    public func connectionClosed(from group: AddressGroup, _ admission: Admission) {
+        connections.closed(from: group, admission)
+    }
+
     public func begin(_ head: borrowing RequestHead) -> RequestAction {
         let path = head.path, method = head.method
+        if let refusal = head.refusal {
+            return reject(.connectionRefused(refusal), cors: corsHeaders(head))
+        }
         if path == "/upload" {
             switch method {
             case "POST": return beginForm(head)
@@ -71,55 +97,55 @@ public final class UploadApplication: HTTPApplication {
     }
 
     private func beginForm(_ head: borrowing RequestHead) -> RequestAction {
-        if let refusal = checkUpload(head) { return reject(refusal) }
+        if let refusal = checkUpload(head) { return reject(refusal, cors: corsHeaders(head)) }
+        let cors = corsHeaders(head)
         let contentType = head.header("Content-Type") ?? ""
         guard Self.mediaType(of: contentType) == "multipart/form-data" else {
-            return reject(.unsupportedMediaType(contentType))
+            return reject(.unsupportedMediaType(contentType), cors: cors)
         }
         guard let boundary = Self.parameter("boundary", of: contentType), !boundary.isEmpty else {
-            return reject(.badRequest("multipart/form-data without a boundary parameter"))
+            return reject(.badRequest("multipart/form-data without a boundary parameter"), cors: cors)
         }
         guard boundary.utf8.count >= 2 else {
             // RFC 2046 allows one character; libmicrohttpd's post-processor does not.
-            return reject(.badRequest("multipart boundary must be at least 2 characters long"))
+            return reject(.badRequest("multipart boundary must be at least 2 characters long"), cors: cors)
         }
         switch openUpload(head) {
-        case .success(let upload): return .receiveForm(FormUpload(upload, headers: corsHeaders(head)))
-        case .failure(let failure): return reject(failure)
+        case .success(let upload): return .receiveForm(FormUpload(upload, headers: cors))
+        case .failure(let failure): return reject(failure, cors: cors)
         }
     }
 
     /// `PUT /upload/<name>`: the one path segment, percent-decoded once, is the name.
     private func beginPut(_ head: borrowing RequestHead, segment: Substring) -> RequestAction {
-        if let refusal = checkUpload(head) { return reject(refusal) }
+        let cors = corsHeaders(head)
+        if let refusal = checkUpload(head) { return reject(refusal, cors: cors) }
         guard let raw = PathSegment.decode(segment) else {
-            return reject(.badRequest("malformed percent-encoding in the file name"))
+            return reject(.badRequest("malformed percent-encoding in the file name"), cors: cors)
         }
         guard !raw.contains(UInt8(ascii: "/")) && !raw.contains(UInt8(ascii: "\\")) else {
-            return reject(.badRequest("the file name must be one path segment, without / or \\"))
+            return reject(.badRequest("the file name must be one path segment, without / or \\"), cors: cors)
         }
         let name: String
         switch FileName.sanitize(raw) {
         case .success(let sanitized): name = sanitized
-        case .failure(let failure): return reject(failure)
+        case .failure(let failure): return reject(failure, cors: cors)
         }
         switch openUpload(head) {
         case .success(let upload):
-            let receiver = PutUpload(upload, name: name, headers: corsHeaders(head))
+            let receiver = PutUpload(upload, name: name, headers: cors)
             // Refused before the body (too many files in progress, say): answered now.
             if upload.failure != nil { return .respond(receiver.finish(parsed: true)) }
             return .receiveBody(receiver)
         case .failure(let failure):
-            return reject(failure)
+            return reject(failure, cors: cors)
         }
     }
 
-    /// What every upload must pass before its body is read: the origin, the
-    /// token, the announced size.
+    /// What every upload must pass before its body is read: the browser checks,
+    /// the token, the announced size.
     private func checkUpload(_ head: borrowing RequestHead) -> UploadFailure? {
-        if let origin = head.header("Origin"), !originAllowed(origin, host: head.header("Host")) {
-            return .forbiddenOrigin(origin)
-        }
+        if let refusal = checkBrowser(head) { return refusal }
         if let token = config.token, !Self.bearer(head.header("Authorization"), matches: token) {
             return .unauthorized
         }
@@ -135,30 +161,45 @@ public final class UploadApplication: HTTPApplication {
             return .success(Upload(settings, directory: try directory.open(), peer: head.peer,
                                    announcedLength: head.header("Content-Length").flatMap { UInt64($0) }))
         } catch {
+            if error.isOutOfDescriptors { return .failure(.busy) }
             log.error("upload_dir_unavailable", [("path", .string(directory.path)), ("error", .string(error.description))])
             return .failure(.internalError("the upload directory is unavailable (\(error.reason))"))
         }
     }
 
-    /// A browser sends `Origin` with every cross-site upload; without a token,
-    /// any page a user opens could otherwise store files here. Clients that send
-    /// no `Origin` (curl, scripts) are not affected.
-    private func originAllowed(_ origin: String, host: String?) -> Bool {
-        if let host, origin == "http://" + host || origin == "https://" + host { return true }
+    /// A browser (it sends `Origin` with every upload, and `Sec-Fetch-*`) must
+    /// name this server in `Host`: after DNS rebinding, an attacker's page reaches
+    /// this server under the attacker's name, and its origin then matches that
+    /// `Host`. It must also come from the server's own origin or an allowed one:
+    /// without a token, any page a user opens could otherwise store files here.
+    /// Clients that send neither header (curl, scripts) are not affected.
+    private func checkBrowser(_ head: borrowing RequestHead) -> UploadFailure? {
+        let origin = head.header("Origin")
+        guard origin != nil || head.header("Sec-Fetch-Site") != nil || head.header("Sec-Fetch-Mode") != nil else {
+            return nil
+        }
+        let host = head.header("Host") ?? ""
+        guard HostName.isServerName(host, publicNames: config.publicNames) else { return .unknownHost(host) }
+        if let origin, !originAllowed(origin, host: host) { return .forbiddenOrigin(origin) }
+        return nil
+    }
+
+    private func originAllowed(_ origin: String, host: String) -> Bool {
+        if origin == "http://" + host || origin == "https://" + host { return true }
         return config.allowedOrigins.contains("*") || config.allowedOrigins.contains(origin)
     }
 
-    /// For an allowed cross-origin request: what lets the browser read the answer.
+    /// For an allowed cross-origin request: what lets the browser read the answer,
+    /// errors included (a page told "network error" cannot ask for the token).
     private func corsHeaders(_ head: borrowing RequestHead) -> [(name: String, value: String)] {
-        guard let origin = head.header("Origin"), !config.allowedOrigins.isEmpty else { return [] }
+        guard !config.allowedOrigins.isEmpty, let origin = head.header("Origin"),
+              originAllowed(origin, host: head.header("Host") ?? "") else { return [] }
         return [(name: "Access-Control-Allow-Origin", value: origin), (name: "Vary", value: "Origin")]
     }
 
     /// `OPTIONS`: what the path accepts, and a CORS preflight's answer for an allowed origin.
     private func options(_ head: borrowing RequestHead, allow: String) -> RequestAction {
-        if let origin = head.header("Origin"), !originAllowed(origin, host: head.header("Host")) {
-            return reject(.forbiddenOrigin(origin))
-        }
+        if let refusal = checkBrowser(head) { return reject(refusal) }
         var headers = [(name: "Allow", value: allow)] + corsHeaders(head)
         if head.header("Access-Control-Request-Method") != nil && !headers.isEmpty {
             headers += [(name: "Access-Control-Allow-Methods", value: allow),
@@ -168,8 +209,8 @@ public final class UploadApplication: HTTPApplication {
         return .respond(Response(status: 204, body: [], headers: headers))
     }
 
-    private func reject(_ failure: UploadFailure) -> RequestAction {
-        .respond(failure.response)
+    private func reject(_ failure: UploadFailure, cors: [(name: String, value: String)] = []) -> RequestAction {
+        .respond(failure.response.adding(cors))
     }
 
     // Header values are parsed on their UTF-8 bytes: Character-based splitting

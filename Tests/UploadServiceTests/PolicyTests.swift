@@ -152,7 +152,8 @@ import Testing
         #expect(config.idleTimeoutSeconds == 30)
         #expect(config.shutdownGraceSeconds < 10)
         #expect(config.unnamedStaging)
-        #expect(config.connectionsPerAddress == 128)
+        #expect(config.connectionsPerAddress == .automatic)
+        #expect(config.publicNames.isEmpty)
         #expect(!config.durable)
         #expect(config.web)
         #expect(config.allowedOrigins.isEmpty)
@@ -163,6 +164,7 @@ import Testing
                            "ON_CONFLICT": "rename", "THREADS": "8", "CONNECTION_LIMIT": "100", "TIMEOUT": "5",
                            "UPLOAD_TOKEN": "t", "SHUTDOWN_GRACE": "2", "STAGING": "named",
                            "CONNECTIONS_PER_ADDRESS": "0", "FSYNC": "true", "WEB": "false",
+                           "PUBLIC_NAME": "Uploads.Example.com, files.example.org",
                            "ALLOW_ORIGIN": "https://a.example, http://b.example:8080"]
         // UPLOAD_TOKEN_FILE: a secret mounted as a file, its newline dropped.
         #expect(throws: ConfigurationError.self) { try serve([], ["UPLOAD_TOKEN_FILE": "/nonexistent"]) }
@@ -183,7 +185,11 @@ import Testing
         #expect(fromEnvironment.token == "t")
         #expect(fromEnvironment.shutdownGraceSeconds == 2)
         #expect(fromEnvironment.unnamedStaging == false)
-        #expect(fromEnvironment.connectionsPerAddress == 0)
+        #expect(fromEnvironment.connectionsPerAddress == .unlimited)
+        #expect(fromEnvironment.publicNames == ["uploads.example.com", "files.example.org"])
+        #expect(try serve(["--connections-per-address", "4"]).connectionsPerAddress == .atMost(4))
+        #expect(try serve(["--connections-per-address", "unlimited"]).connectionsPerAddress == .unlimited)
+        #expect(try serve(["--connections-per-address", "auto"], environment).connectionsPerAddress == .automatic)
         #expect(fromEnvironment.durable)
         #expect(!fromEnvironment.web)
         #expect(fromEnvironment.allowedOrigins == ["https://a.example", "http://b.example:8080"])
@@ -201,7 +207,8 @@ import Testing
 
     @Test(arguments: [["--port", "-1"], ["--host", "example.com"], ["--timeout", "0"], ["--nope"], ["--threads"],
                       ["--connection-limit", "many"], ["--upload-dir", ""], ["--staging", "tmp"], ["--web", "maybe"],
-                      ["--allow-origin", "example.com"], ["--connections-per-address", "-1"]])
+                      ["--allow-origin", "example.com"], ["--connections-per-address", "-1"],
+                      ["--connections-per-address", "some"], ["--public-name", "a.example:80"]])
     func badFlags(arguments: [String]) {
         #expect(throws: ConfigurationError.self) { try CommandLineParser.parse(arguments, environment: [:], processors: 1) }
     }

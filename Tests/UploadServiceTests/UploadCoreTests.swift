@@ -18,7 +18,8 @@ import Testing
             let uploads = UploadsInFlight()
             settings = Upload.Settings(uploadDirectory: UploadDirectory(path: url.path, opened: directory), staging: .named,
                                        policy: policy, durable: false, limit: limit, budget: StagingBudget(limit: budget),
-                                       uploads: uploads, metrics: Metrics(uploads: uploads), log: Log())
+                                       uploads: uploads, metrics: Metrics(uploads: uploads, connections: ConnectionPolicy(limit: 1, perAddress: .automatic)),
+                                       log: Log())
         }
         deinit { try? FileManager.default.removeItem(at: url) }
 

@@ -156,7 +156,7 @@ extension HTTPConnection {
     /// POST /upload with a Content-Length body; returns the response.
     func upload(_ form: Multipart, headers: [String] = [], keepAlive: Bool = false) throws -> Response {
         let body = form.body
-        var head = "POST /upload HTTP/1.1\r\nHost: test\r\nContent-Type: \(form.contentType)\r\nContent-Length: \(body.count)\r\n"
+        var head = "POST /upload HTTP/1.1\r\n\(Self.defaultHost(headers))Content-Type: \(form.contentType)\r\nContent-Length: \(body.count)\r\n"
         for header in headers { head += header + "\r\n" }
         if !keepAlive { head += "Connection: close\r\n" }
         try send(head + "\r\n")
@@ -174,12 +174,17 @@ extension HTTPConnection {
 
     /// PUT with a Content-Length body.
     func put(_ path: String, _ body: Data, headers: [String] = []) throws -> Response {
-        var head = "PUT \(path) HTTP/1.1\r\nHost: test\r\nContent-Length: \(body.count)\r\nConnection: close\r\n"
+        var head = "PUT \(path) HTTP/1.1\r\n\(Self.defaultHost(headers))Content-Length: \(body.count)\r\nConnection: close\r\n"
         for header in headers { head += header + "\r\n" }
         try send(head + "\r\n")
         try send(body)
         guard let response = try readResponse() else { throw TestFailure("no response") }
         return response
+    }
+
+    /// `Host: test` unless the test gives its own.
+    private static func defaultHost(_ headers: [String]) -> String {
+        headers.contains { $0.lowercased().hasPrefix("host:") } ? "" : "Host: test\r\n"
     }
 
     func get(_ path: String, method: String = "GET", keepAlive: Bool = false) throws -> Response {
