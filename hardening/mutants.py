@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
 import os
+import re
 import shutil
 import subprocess
 import sys

@@ -150,7 +150,7 @@ def main(argv: list[str]) -> int:
             passed += verdict
             failed += not verdict
         verdicts.append(f"{sanitizer}: {'clean' if clean_tests and not server_reports else 'NOT clean'}")
-    print("")
+    print()
     print("sanitizers: " + ", ".join(verdicts))
     print(f"hardening: {passed} passed, {failed} failed", flush=True)
     return 0 if failed == 0 else 1
