@@ -636,7 +636,8 @@ def directory_mounted_over(binary: str, options, rng: random.Random, staging: st
             name = f"mounted-{options_text.split(',')[0]}.bin"
             response = store(port, name, data)
             visible = os.path.exists(os.path.join(up, name))
-            subprocess.run(["umount", up], capture_output=True)
+            # Lazy: the server holds the directory open, a plain umount would be "busy".
+            subprocess.run(["umount", "-l", up], capture_output=True)
             mounted = False
             hidden = os.path.exists(os.path.join(up, name))
             if options_text.startswith("ro"):
@@ -655,7 +656,7 @@ def directory_mounted_over(binary: str, options, rng: random.Random, staging: st
         REPORT.check("mounted over: server alive", server.alive(), server.crash_text())
     finally:
         if mounted:
-            subprocess.run(["umount", up], capture_output=True)
+            subprocess.run(["umount", "-l", up], capture_output=True)
         code = server.stop()
         REPORT.check("mounted over: server exits 0 on SIGTERM", code == 0, f"exit {code}")
         ws.cleanup()
