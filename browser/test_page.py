@@ -90,7 +90,7 @@ def limit_shown(text: str) -> bool:
 
 
 def check(name: str, ok: bool, detail: str = "") -> bool:
-    """A PASS/FAIL line; the detail only on failure."""
+    """One check of the test (common.REPORT): the detail only on failure."""
     return REPORT.check(name, ok, "" if ok else detail)
 
 
