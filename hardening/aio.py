@@ -55,7 +55,7 @@ async def wait_closed(reader: asyncio.StreamReader, timeout: float) -> str:
     """'eof' | 'reset' | 'timeout' | 'data'."""
     try:
         data = await asyncio.wait_for(reader.read(65536), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return "timeout"
     except (ConnectionResetError, BrokenPipeError):
         return "reset"
@@ -89,7 +89,7 @@ async def healthz_poller(port: int, stop: asyncio.Event, interval: float = 0.1, 
             ok = response.status == 200
             if not ok:
                 stats["errors"].append(f"status {response.status}")
-        except (OSError, Closed, asyncio.TimeoutError, ValueError) as error:
+        except (TimeoutError, OSError, Closed, ValueError) as error:
             ok = False
             if writer is not None:
                 abort(writer)

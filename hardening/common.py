@@ -1,5 +1,7 @@
-"""Shared pieces of the hardening suites: the report, the server under test,
-a small HTTP/1.1 client over raw sockets, multipart bodies and /proc readings.
+"""Shared pieces of the pytest suites (hardening/, browser/, proxy/): the checks of a
+test, the server under test, nginx, a small HTTP/1.1 client over raw sockets,
+multipart bodies and /proc readings. The fixtures built on them are in the top-level
+conftest.py.
 
 Python 3.11 standard library only. Every wait has a deadline; every server is
 started on 127.0.0.1 with --port 0 and killed (by its own pid) on the way out.
@@ -23,7 +25,8 @@ import subprocess
 import tempfile
 import threading
 import time
-from typing import Iterable, Sequence
+import warnings
+from collections.abc import Iterable, Sequence
 
 HOST = "127.0.0.1"
 TEMP_PREFIX = ".upload-"
@@ -31,21 +34,34 @@ MiB = 1 << 20
 KiB = 1 << 10
 
 
-# --------------------------------------------------------------------------- report
+# --------------------------------------------------------------------------- checks
+
+class KnownLimitation(UserWarning):
+    """A known limitation of the server or libmicrohttpd: shown in pytest's warnings
+    summary, never a failure (hardening/README.md lists them)."""
+
 
 class Report:
-    """PASS/FAIL lines, figures and the final summary."""
+    """The checks of the running test. Each check prints one line (pytest shows a test's
+    output when it fails); the conftest resets this object before each test and fails the
+    test after it when a check failed, or skips it when it only skipped. Figures are shown
+    in pytest's terminal summary."""
 
     def __init__(self) -> None:
-        self.passed = 0
-        self.failed = 0
-        self.skipped = 0
-        self.failures: list[str] = []
-        self.warnings: list[str] = []
-        self.figures: dict[str, str] = {}
-        self.timings: list[tuple[str, float, str]] = []
-        self.suite = "-"
         self._lock = threading.Lock()
+        self.figures: dict[str, str] = {}
+        self.reset("-")
+
+    def reset(self, suite: str) -> None:
+        with self._lock:
+            self.suite = suite
+            self.passed = 0
+            self.failures: list[str] = []
+            self.skips: list[str] = []
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
 
     def _print(self, text: str) -> None:
         with self._lock:
@@ -57,20 +73,18 @@ class Report:
             if ok:
                 self.passed += 1
             else:
-                self.failed += 1
-                self.failures.append(label + (f" ({detail})" if detail else ""))
+                self.failures.append(label + (f" -- {detail}" if detail else ""))
         self._print(f"{'PASS' if ok else 'FAIL'}  {label}" + (f" -- {detail}" if detail else ""))
         return ok
 
     def skip(self, name: str, reason: str) -> None:
         with self._lock:
-            self.skipped += 1
+            self.skips.append(f"{name}: {reason}")
         self._print(f"SKIP  {self.suite}: {name} -- {reason}")
 
     def warn(self, name: str, detail: str) -> None:
-        """A known limitation: shown, counted apart, does not fail the run."""
-        with self._lock:
-            self.warnings.append(f"{self.suite}: {name} ({detail})")
+        """A known limitation: shown, does not fail the test."""
+        warnings.warn(KnownLimitation(f"{self.suite}: {name} ({detail})"), stacklevel=2)
         self._print(f"WARN  {self.suite}: {name} -- {detail}")
 
     def info(self, text: str) -> None:
@@ -92,6 +106,8 @@ def log(text: str) -> None:
 # --------------------------------------------------------------------------- processes
 
 _LIVE: dict[int, subprocess.Popen] = {}
+# Every server started, in order: the `server` fixture stops and checks the ones a test left.
+STARTED: list[Server] = []
 
 
 def _kill_live() -> None:
@@ -132,7 +148,7 @@ class Server:
         self.port = 0
         self.exit_code: int | None = None
 
-    def start(self, timeout: float = 15) -> "Server":
+    def start(self, timeout: float = 15) -> Server:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         # Sanitizer settings reach a sanitized binary.
         for key in ("ASAN_OPTIONS", "TSAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"):
@@ -147,6 +163,7 @@ class Server:
         out.close()
         err.close()
         _LIVE[self.process.pid] = self.process
+        STARTED.append(self)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for event in self.events("started"):
@@ -311,6 +328,136 @@ class Server:
         return f"{what}; stderr tail: {self.stderr()[-1500:]!r}"
 
 
+# --------------------------------------------------------------------------- nginx
+
+NGINX_MAIN = """\
+daemon off;
+master_process on;
+worker_processes 1;
+{user}
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections {connections}; }}
+http {{
+    log_format upstream_status '$status $upstream_status $request_length';
+    access_log {prefix}/access.log upstream_status;
+    client_body_temp_path {prefix}/client_body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+{http}
+}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+class Nginx:
+    """Debian's nginx in the foreground (daemon off) with its own prefix, temp folders,
+    logs and pid file; `http` is the content of its http block (it may `include` files
+    written into the prefix). `port` is a free loopback port for its `listen`."""
+
+    def __init__(self, prefix: str, http: str = "", connections: int = 1024) -> None:
+        self.prefix = prefix
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+        os.makedirs(os.path.join(prefix, "client_body"), exist_ok=True)
+        self.conf = os.path.join(prefix, "nginx.conf")
+        self.http = http
+        self.connections = connections
+
+    def write(self, name: str, text: str) -> str:
+        """A file in the prefix (for an `include`)."""
+        path = os.path.join(self.prefix, name)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def argv(self, *extra: str) -> list[str]:
+        user = "user root;" if os.geteuid() == 0 else ""
+        with open(self.conf, "w") as f:
+            f.write(NGINX_MAIN.format(prefix=self.prefix, http=self.http, user=user, connections=self.connections))
+        return ["nginx", "-e", os.path.join(self.prefix, "error.log"), "-c", self.conf, "-p", self.prefix + "/", *extra]
+
+    def config_test(self) -> tuple[bool, str]:
+        result = subprocess.run(self.argv("-t"), capture_output=True, text=True)
+        return result.returncode == 0, (result.stdout + result.stderr).strip()
+
+    def start(self, timeout: float = 10) -> Nginx:
+        err = open(os.path.join(self.prefix, "stderr.log"), "ab")
+        self.process = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+        err.close()
+        _LIVE[self.process.pid] = self.process
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"nginx exited with {self.process.returncode}: {self.errors()}")
+            with contextlib.suppress(OSError), socket.create_connection((HOST, self.port), timeout=1):
+                return self
+            time.sleep(0.02)
+        raise RuntimeError(f"nginx did not listen within {timeout} s: {self.errors()}")
+
+    def workers(self) -> list[int]:
+        assert self.process is not None
+        pids = []
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                with contextlib.suppress(OSError), open(f"/proc/{name}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == self.process.pid:
+                        pids.append(int(name))
+        return pids
+
+    def holds_body_file(self) -> bool:
+        """A worker has a request body file open (nginx unlinks it at once, so only
+        the descriptor shows it)."""
+        folder = os.path.join(self.prefix, "client_body") + "/"
+        for pid in self.workers():
+            with contextlib.suppress(OSError):
+                for fd in os.listdir(f"/proc/{pid}/fd"):
+                    with contextlib.suppress(OSError):
+                        if os.readlink(f"/proc/{pid}/fd/{fd}").startswith(folder):
+                            return True
+        return False
+
+    def _lines(self, name: str) -> list[str]:
+        with contextlib.suppress(OSError), open(os.path.join(self.prefix, name), errors="replace") as f:
+            return f.read().splitlines()
+        return []
+
+    def errors(self) -> str:
+        return "\n".join(self._lines("error.log"))[-1500:]
+
+    def access_log(self) -> list[str]:
+        return self._lines("access.log")
+
+    def error_log(self) -> list[str]:
+        return self._lines("error.log")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()  # nginx: fast shutdown
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        if self.process is not None:
+            _LIVE.pop(self.process.pid, None)
+
+
+def rss_kib(pid: int) -> int:
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
 # --------------------------------------------------------------------------- HTTP
 
 @dataclasses.dataclass
@@ -361,7 +508,7 @@ class Conn:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.close()
 
-    def __enter__(self) -> "Conn":
+    def __enter__(self) -> Conn:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -374,7 +521,7 @@ class Conn:
     def _fill(self, deadline: float) -> bool:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise socket.timeout("response deadline")
+            raise TimeoutError("response deadline")
         self.sock.settimeout(remaining)
         data = self.sock.recv(256 * KiB)
         if not data:
@@ -432,7 +579,7 @@ class Conn:
             self.sock.settimeout(remaining)
             try:
                 data = self.sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 return ("data" if got_data else "timeout"), time.monotonic() - start
             except ConnectionResetError:
                 return "reset", time.monotonic() - start

@@ -1,14 +1,22 @@
 #!/usr/bin/env python3
 """Shows that each hardening suite catches a deliberately broken server.
 
-Copies the working tree to a scratch directory (never touching the repository),
-injects one bug at a time, builds the release binary there (under the shared build
-lock, with its own scratch path so that increments are cheap), runs the suites that
-should catch it and expects them to FAIL. Prints `mutants: N caught, M missed`.
+Copies the sources to a scratch directory (never touching the repository), injects
+one bug at a time, builds the release binary there (under the shared build lock,
+with its own scratch path so that increments are cheap), runs the suites that should
+catch it through pytest and expects checks to FAIL that pass on the unchanged copy.
+Prints `mutants: N caught, M missed, K broken`.
 
-    scripts/harden mutants                 # every mutant
+Each mutant is anchored on a pattern that must match exactly once in its file. One
+that matches nothing (or twice) after a refactor is BROKEN: a failure, never a quiet
+miss. hardening/test_mutants.py checks every anchor against the sources in the quick
+test run (a second or so), so a refactor that moves one fails there first; update the
+anchor here then.
+
+    scripts/harden mutants                 # every mutant (about 15 minutes)
     scripts/harden mutants leak-fd no-sanitize
     scripts/harden mutants --list
+    scripts/harden mutants --check         # only: does every anchor match exactly once?
     scripts/harden mutants --no-baseline leak-fd
 """
 
@@ -16,8 +24,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -46,11 +54,32 @@ class Mutant:
     # `old` is a regular expression (it must match exactly once).
     regex: bool = False
 
+    def matches(self, text: str) -> int:
+        """How many times the anchor matches `text` (it must be exactly once)."""
+        return len(re.findall(self.old, text)) if self.regex else text.count(self.old)
+
     def apply(self, text: str) -> str | None:
+        if self.matches(text) != 1:
+            return None
         if self.regex:
-            result, count = re.subn(self.old, lambda _: self.new, text)
-            return result if count == 1 else None
-        return text.replace(self.old, self.new) if text.count(self.old) == 1 else None
+            return re.sub(self.old, lambda _: self.new, text)
+        return text.replace(self.old, self.new)
+
+
+def broken_anchors(root: str = REPO) -> list[str]:
+    """The mutants whose anchor does not match exactly once in the sources under `root`."""
+    out = []
+    for mutant in MUTANTS:
+        try:
+            with open(os.path.join(root, mutant.path)) as f:
+                count = mutant.matches(f.read())
+        except FileNotFoundError:
+            out.append(f"{mutant.name}: {mutant.path} does not exist")
+            continue
+        if count != 1:
+            out.append(f"{mutant.name}: its anchor matches {count} times in {mutant.path} (must be once): "
+                       f"{mutant.old[:80]!r}")
+    return out
 
 
 MUTANTS = [
@@ -90,14 +119,14 @@ MUTANTS = [
            "Sources/UploadService/Server.swift",
            "idleTimeoutSeconds: config.idleTimeoutSeconds",
            "idleTimeoutSeconds: 0",
-           ["load", "slow"]),
+           ["load", "slowclients"]),
     Mutant("blocking-handler",
            "the request path blocks a worker thread (100 ms per piece of body)",
            "Sources/UploadService/Upload.swift",
            "        guard inFile else { return true }\n        do {",
            "        guard inFile else { return true }\n        ProcessEnvironment.sleep(milliseconds: 100)\n"
            "        do {",
-           ["slow", "load"]),
+           ["slowclients", "load"]),
     Mutant("no-grace",
            "SIGTERM does not wait for the uploads in flight",
            "Sources/UploadService/Server.swift",
@@ -177,6 +206,8 @@ def main(argv: list[str]) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="*", help="mutants to run (default: all)")
     parser.add_argument("--list", action="store_true")
+    parser.add_argument("--check", action="store_true",
+                        help="only check that every anchor matches exactly once in the sources (no build)")
     parser.add_argument("--work", default=os.environ.get("HARDEN_MUTANTS_DIR", "/tmp/harden-mutants"),
                         help="scratch directory (default /tmp/harden-mutants)")
     parser.add_argument("--no-baseline", action="store_true",
@@ -189,6 +220,12 @@ def main(argv: list[str]) -> int:
         for mutant in MUTANTS:
             print(f"{mutant.name:<22} {'+'.join(mutant.suites):<12} {mutant.what}")
         return 0
+    broken = broken_anchors()
+    for line in broken:
+        print(f"BROKEN mutant {line}", flush=True)
+    if args.check:
+        print(f"mutants: {len(MUTANTS) - len(broken)} anchors match once, {len(broken)} broken")
+        return 1 if broken else 0
     chosen = [m for m in MUTANTS if not args.names or m.name in args.names]
     unknown = set(args.names) - {m.name for m in MUTANTS}
     if unknown:
@@ -217,8 +254,7 @@ def main(argv: list[str]) -> int:
         if mutant is not None:
             mutated = mutant.apply(pristine[mutant.path])
             if mutated is None:
-                print(f"MISS  mutant {label}: does not apply any more ({mutant.path} changed)", flush=True)
-                missed.append(label)
+                # Listed above as BROKEN: counted once, as a failure.
                 continue
             with open(os.path.join(source, mutant.path), "w") as f:
                 f.write(mutated)
@@ -234,8 +270,8 @@ def main(argv: list[str]) -> int:
         shutil.copy2(binary, kept)
         print(f"      built in {time.monotonic() - t0:.0f}s: {kept}", flush=True)
         suites = mutant.suites if mutant else sorted({s for m in chosen if not m.sanitizer for s in m.suites})
-        command = [sys.executable, os.path.join(HERE, "harden.py"), *suites, "--binary", kept,
-                   *(mutant.args if mutant else [])]
+        command = [sys.executable, "-m", "pytest", *[f"hardening/test_{suite}.py" for suite in suites],
+                   "--binary", kept, "-s", "-q", "-rf", *(mutant.args if mutant else [])]
         t1 = time.monotonic()
         log_path = os.path.join(logs, f"{label}.harden.log")
         env = dict(os.environ)
@@ -250,7 +286,7 @@ def main(argv: list[str]) -> int:
             if sanitizer == "thread":
                 env[key] += f":suppressions={os.path.join(HERE, 'tsan.supp')}"
         with open(log_path, "w") as log:
-            result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, timeout=1800, env=env)
+            result = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, timeout=1800, env=env)
         if sanitizer:
             reports = sorted(os.listdir(reports_dir))
             seconds = time.monotonic() - t1
@@ -267,8 +303,11 @@ def main(argv: list[str]) -> int:
             continue
         with open(log_path) as f:
             output = f.read()
-        failed = [line for line in output.splitlines() if line.startswith("FAIL")]
-        summary = next((line for line in reversed(output.splitlines()) if line.startswith("hardening:")), "")
+        # The suites' failed checks (FAIL lines), and tests that failed without one (an exception).
+        failed = [line for line in output.splitlines() if line.startswith(("FAIL ", "FAILED "))
+                  and " checks failed:" not in line]
+        summary = next((line.strip("= ") for line in reversed(output.splitlines())
+                        if re.search(r"\d+ (passed|failed)", line)), "")
         seconds = time.monotonic() - t1
         if mutant is None:
             baseline_failures = {check_name(line) for line in failed}
@@ -296,8 +335,9 @@ def main(argv: list[str]) -> int:
         with open(os.path.join(source, path), "w") as f:
             f.write(text)
     print(f"logs in {logs}")
-    print(f"mutants: {len(caught)} caught, {len(missed)} missed" + (f" ({', '.join(missed)})" if missed else ""))
-    return 0 if not missed else 1
+    print(f"mutants: {len(caught)} caught, {len(missed)} missed" + (f" ({', '.join(missed)})" if missed else "")
+          + f", {len(broken)} broken")
+    return 0 if not missed and not broken else 1
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ ThreadSanitizer, then the hardening suites against the sanitized server.
 For each sanitizer:
   1. `swift test --sanitize=S --scratch-path .build-asan|.build-tsan`, holding the
      shared build lock for the whole command (it builds, then runs the tests);
-  2. the faults, fuzz (500 cases), load and slow suites, with reduced sizes, against
+  2. the faults, fuzz (500 cases), load and slow-clients suites (pytest), with reduced sizes, against
      the sanitized debug binary that step 1 built, with the sanitizer writing its
      reports to files (log_path) so that none is lost in a pipe.
 Clean means: swift test passed, no sanitizer report from the tests' output, and no
@@ -36,7 +36,7 @@ HARNESS_RUNS = [
     ["faults"],
     ["fuzz", "--cases", "500", "--fuzz-workers", "8"],
     ["load", "--load-idle", "200", "--load-uploads", "50"],
-    ["slow", "--slowloris", "100", "--slow-bodies", "20", "--slow-seconds", "8"],
+    ["slowclients", "--slowloris", "100", "--slow-bodies", "20", "--slow-seconds", "8"],
 ]
 
 
@@ -94,16 +94,18 @@ def run_harness(sanitizer: str, work: str) -> tuple[list[str], list[str], str]:
     summaries = []
     for arguments in HARNESS_RUNS:
         log_path = os.path.join(work, f"harness-{sanitizer}-{arguments[0]}.log")
-        command = [sys.executable, os.path.join(HERE, "harden.py"), *arguments, "--binary", binary]
+        command = [sys.executable, "-m", "pytest", f"hardening/test_{arguments[0]}.py", *arguments[1:],
+                   "--binary", binary, "-s", "-q", "-rf"]
         with open(log_path, "w") as log:
             try:
-                subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, timeout=1200)
+                subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env, timeout=1200)
             except subprocess.TimeoutExpired:
                 failures.append(f"{arguments[0]}: timed out")
         with open(log_path, errors="replace") as f:
             lines = f.read().splitlines()
-        failures += [f"{arguments[0]}: {line}" for line in lines if line.startswith("FAIL")]
-        summaries.append(f"{arguments[0]} {next((l for l in reversed(lines) if l.startswith('hardening:')), '?')}")
+        failures += [f"{arguments[0]}: {line}" for line in lines if line.startswith(("FAIL ", "FAILED "))]
+        summary = next((l.strip("= ") for l in reversed(lines) if re.search(r"\d+ (passed|failed)", l)), "?")
+        summaries.append(f"{arguments[0]}: {summary}")
     reports = []
     for path in sorted(glob.glob(os.path.join(log_dir, "*"))):
         with open(path, errors="replace") as f:
@@ -150,9 +152,8 @@ def main(argv: list[str]) -> int:
             passed += verdict
             failed += not verdict
         verdicts.append(f"{sanitizer}: {'clean' if clean_tests and not server_reports else 'NOT clean'}")
-    print("")
-    print("sanitizers: " + ", ".join(verdicts))
-    print(f"hardening: {passed} passed, {failed} failed", flush=True)
+    print()
+    print(f"sanitizers: {', '.join(verdicts)} ({passed} passed, {failed} failed)", flush=True)
     return 0 if failed == 0 else 1
 
 

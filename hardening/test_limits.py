@@ -12,8 +12,19 @@ from __future__ import annotations
 import os
 import time
 
-from common import (MiB, KiB, REPORT, Conn, Part, Server, Workspace, multipart_pieces, request, upload,
-                    upload_head)
+from common import (
+    REPORT,
+    Conn,
+    KiB,
+    MiB,
+    Part,
+    Server,
+    Workspace,
+    multipart_pieces,
+    request,
+    upload,
+    upload_head,
+)
 
 STALLED_CONNECTIONS = 2
 PARTS = 50
@@ -22,8 +33,11 @@ BUDGET_NOFILE = 400
 RESERVATION_STEP = 8 * MiB  # StagedFile.reservationStep
 
 
-def run(binary: str, options) -> None:
+def test_stalled_parts(binary, options):
     stalled_parts(binary, options)
+
+
+def test_descriptor_budget(binary, options):
     descriptor_budget(binary, options)
 
 

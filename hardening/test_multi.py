@@ -19,16 +19,33 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
-import traceback
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 import common
-from common import (HOST, KiB, MiB, REPORT, TEMP_PREFIX, Closed, Conn, Part, Response, Server, Workspace,
-                    exception_text, file_sha256, is_root, sha256, staging_args, stagings, upload_request)
+from common import (
+    HOST,
+    REPORT,
+    TEMP_PREFIX,
+    Closed,
+    Conn,
+    KiB,
+    MiB,
+    Nginx,
+    Part,
+    Response,
+    Server,
+    Workspace,
+    exception_text,
+    file_sha256,
+    sha256,
+    staging_args,
+    upload_request,
+)
 from netns import Namespaces
 
 PORT = 9000
@@ -39,61 +56,8 @@ RETRIES = 8             # attempts of a client through the balancer (a refused c
 ERRORS = (OSError, Closed, ValueError)
 
 
-def run(binary: str, options) -> None:
-    REPORT.suite = "multi"
-    if not is_root():
-        REPORT.skip("multi-instance suite", "needs root for network namespaces")
-        return
-    missing = [tool for tool in ("ip", "nginx") if shutil.which(tool) is None]
-    if not REPORT.check("nginx and ip are installed", not missing,
-                        f"missing {missing}: apt-get install nginx-light iproute2" if missing else ""):
-        return
-    started = time.monotonic()
-    tally = Tally()
-    ws = Workspace("multi", keep=options.keep)
-    net = Namespaces(INSTANCES)
-    cluster = Cluster(binary, net, ws.root, tally)
-    balancer = Balancer(ws.path("nginx"), [net.address(i) for i in range(INSTANCES)])
-    rng = random.Random(options.seed)
-    try:
-        net.create()
-        balancer.start()
-        for staging in stagings(options, True):
-            REPORT.suite = f"multi[{staging}]"
-            for scenario in (mixed_uploads, same_name, kill_mid_upload, rolling_restart):
-                guarded(scenario, cluster, balancer, ws, rng, staging)
-        REPORT.suite = "multi[races]"
-        # Unnamed staging exposes a name only between its link and its rename, a shorter
-        # window than named staging's: it gets more time to show.
-        guarded(sweep_race, cluster, balancer, ws, rng, "named", existing=False, seconds=3)
-        guarded(sweep_race, cluster, balancer, ws, rng, "named", existing=True, seconds=3)
-        guarded(sweep_race, cluster, balancer, ws, rng, "auto", existing=True, seconds=6)
-        guarded(undo_race, cluster, balancer, ws, rng, "auto")
-    finally:
-        cluster.stop_all()
-        balancer.stop()
-        net.cleanup()
-        ws.cleanup()
-    REPORT.suite = "multi"
-    seconds = time.monotonic() - started
-    summary = (f"{tally.count('balanced')} uploads through the balancer, {tally.count('kills')} kills, "
-               f"{tally.count('restarts')} restarts, {tally.count('retries')} retries, "
-               f"{tally.count('checked')} files checked, {seconds:.1f} s")
-    REPORT.figure("multi", summary)
-
-
-def guarded(scenario, *args, **kwargs) -> None:
-    """Runs one scenario; an exception is a failed check, and the next scenario still runs."""
-    cluster = args[0]
-    started = time.monotonic()
-    try:
-        scenario(*args, **kwargs)
-        REPORT.info(f"{scenario.__name__}: {time.monotonic() - started:.1f} s")
-    except Exception as error:  # noqa: BLE001 - report and go on
-        traceback.print_exc()
-        REPORT.check(f"{scenario.__name__} ran to the end", False, exception_text(error))
-    finally:
-        cluster.stop_all()
+pytestmark = [pytest.mark.slow, pytest.mark.root("network namespaces")]
+BOTH_STAGINGS = True
 
 
 # --------------------------------------------------------------------------- counters
@@ -127,7 +91,7 @@ class Instance(Server):
         self.index = index
         self.host = net.address(index)
 
-    def start(self, timeout: float = 15) -> "Instance":
+    def start(self, timeout: float = 15) -> Instance:
         argv = self.net.command(self.index, [self.binary, "--host", self.host, "--port", str(PORT),
                                              "--upload-dir", self.upload_dir] + self.args)
         with open(self.log_path, "ab") as out, open(self.err_path, "ab") as err:
@@ -205,21 +169,8 @@ def fresh_dir(ws: Workspace, label: str) -> str:
 
 # --------------------------------------------------------------------------- the balancer
 
-NGINX_CONF = """\
-daemon off;
-master_process on;
-worker_processes 1;
-user root;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {prefix}/client_body;
-    proxy_temp_path {prefix}/proxy;
-    fastcgi_temp_path {prefix}/fastcgi;
-    uwsgi_temp_path {prefix}/uwsgi;
-    scgi_temp_path {prefix}/scgi;
+# The http block of the balancer (common.Nginx, through the nginx fixture).
+BALANCER = """\
     upstream uploads {{
         # Round robin; a refused connection marks an instance down for a second only,
         # so that a restarted one is back in the rotation at once.
@@ -239,63 +190,7 @@ http {{
             proxy_send_timeout 30s;
         }}
     }}
-}}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-class Balancer:
-    """Debian's nginx in the foreground (daemon off), with its own prefix and temp dirs."""
-
-    def __init__(self, prefix: str, upstreams: list[str]) -> None:
-        self.prefix = prefix
-        self.upstreams = upstreams
-        self.port = 0
-        self.process: subprocess.Popen | None = None
-
-    def start(self, timeout: float = 10) -> None:
-        os.makedirs(self.prefix, exist_ok=True)
-        self.port = free_port()
-        servers = "\n".join(f"        server {address}:{PORT} max_fails=1 fail_timeout=1s;"
-                            for address in self.upstreams)
-        conf = os.path.join(self.prefix, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write(NGINX_CONF.format(prefix=self.prefix, servers=servers, port=self.port, limit=LIMIT_MIB))
-        err = open(os.path.join(self.prefix, "stderr.log"), "ab")
-        self.process = subprocess.Popen(["nginx", "-e", os.path.join(self.prefix, "error.log"),
-                                         "-c", conf, "-p", self.prefix + "/"],
-                                        stdout=err, stderr=err, stdin=subprocess.DEVNULL)
-        err.close()
-        common._LIVE[self.process.pid] = self.process
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"nginx exited with {self.process.returncode}: {self.errors()[-1500:]}")
-            with contextlib.suppress(OSError), socket.create_connection((HOST, self.port), timeout=1):
-                return
-            time.sleep(0.02)
-        raise RuntimeError(f"nginx did not listen within {timeout}s")
-
-    def errors(self) -> str:
-        with contextlib.suppress(OSError), open(os.path.join(self.prefix, "error.log"), "rb") as f:
-            return f.read().decode("utf-8", "replace")
-        return ""
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()  # nginx: fast shutdown
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        if self.process is not None:
-            common._LIVE.pop(self.process.pid, None)
 
 
 # --------------------------------------------------------------------------- clients
@@ -383,7 +278,7 @@ class Watcher:
         self._seen: set[tuple[str, int]] = set()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> "Watcher":
+    def __enter__(self) -> Watcher:
         self._thread.start()
         return self
 
@@ -436,7 +331,7 @@ class BalancedClients:
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(threads)]
 
-    def __enter__(self) -> "BalancedClients":
+    def __enter__(self) -> BalancedClients:
         for thread in self._threads:
             thread.start()
         return self
@@ -505,7 +400,7 @@ def exits_clean(label: str, codes: list[int | None]) -> None:
 
 # --------------------------------------------------------------------------- 1. mixed uploads
 
-def mixed_uploads(cluster: Cluster, balancer: Balancer, ws: Workspace, rng: random.Random, staging: str,
+def mixed_uploads(cluster: Cluster, balancer: Nginx, ws: Workspace, rng: random.Random, staging: str,
                   uploads: int = 240) -> None:
     label = "mixed uploads"
     directory = fresh_dir(ws, f"mixed-{staging}")
@@ -593,7 +488,7 @@ class HeldUpload:
             self.conn.close()
 
 
-def same_name(cluster: Cluster, balancer: Balancer, ws: Workspace, rng: random.Random, staging: str,
+def same_name(cluster: Cluster, balancer: Nginx, ws: Workspace, rng: random.Random, staging: str,
               rounds: int = 6, per_instance: int = 2) -> None:
     for policy in ("overwrite", "rename", "reject"):
         label = f"one name through three instances, --on-conflict {policy}"
@@ -651,7 +546,7 @@ def same_name(cluster: Cluster, balancer: Balancer, ws: Workspace, rng: random.R
 
 # --------------------------------------------------------------------------- 3. kill -9 mid-upload
 
-def kill_mid_upload(cluster: Cluster, balancer: Balancer, ws: Workspace, rng: random.Random, staging: str) -> None:
+def kill_mid_upload(cluster: Cluster, balancer: Nginx, ws: Workspace, rng: random.Random, staging: str) -> None:
     label = "kill -9 mid-upload"
     directory = fresh_dir(ws, f"kill-{staging}")
     victim, *others = cluster.start_all(directory, ["--timeout", "15"] + staging_args(staging))
@@ -753,7 +648,7 @@ def file_in_progress(instance: Instance, min_size: int, timeout: float = 5) -> s
 
 # --------------------------------------------------------------------------- 4. rolling restart
 
-def rolling_restart(cluster: Cluster, balancer: Balancer, ws: Workspace, rng: random.Random, staging: str) -> None:
+def rolling_restart(cluster: Cluster, balancer: Nginx, ws: Workspace, rng: random.Random, staging: str) -> None:
     label = "rolling restart"
     directory = fresh_dir(ws, f"rolling-{staging}")
     cluster.start_all(directory, ["--shutdown-grace", str(GRACE)] + staging_args(staging))
@@ -794,7 +689,7 @@ def rolling_restart(cluster: Cluster, balancer: Balancer, ws: Workspace, rng: ra
 
 # --------------------------------------------------------------------------- 5. races of a second writer
 
-def sweep_race(cluster: Cluster, balancer: Balancer, ws: Workspace, rng: random.Random, staging: str,
+def sweep_race(cluster: Cluster, balancer: Nginx, ws: Workspace, rng: random.Random, staging: str,
                existing: bool, seconds: float, clients: int = 8) -> None:
     """Instance A stores uploads while instances B, on the same directory, start and stop
     in a loop: each start and each stop sweeps the `.upload-*.part` names no process holds
@@ -881,7 +776,7 @@ def sweep_race(cluster: Cluster, balancer: Balancer, ws: Workspace, rng: random.
     shutil.rmtree(directory)
 
 
-def undo_race(cluster: Cluster, balancer: Balancer, ws: Workspace, rng: random.Random, staging: str,
+def undo_race(cluster: Cluster, balancer: Nginx, ws: Workspace, rng: random.Random, staging: str,
               rounds: int = 200, names: int = 40) -> None:
     """A (--on-conflict reject) gets requests whose last part conflicts, so it undoes the
     names it already published; B (--on-conflict overwrite) overwrites those names at the
@@ -934,3 +829,46 @@ def undo_race(cluster: Cluster, balancer: Balancer, ws: Workspace, rng: random.R
     no_temporary_files(label, directory)
     cluster.stop_all()
     shutil.rmtree(directory)
+
+
+# --------------------------------------------------------------------------- the tests
+
+@pytest.fixture
+def trio(binary, workspace, netns, nginx):
+    """Three instances' namespaces and the balancer in front of them, started; the
+    instances are started by each scenario (Cluster), and all stopped after it."""
+    net = netns(INSTANCES)
+    balancer = nginx(name="balancer")
+    servers = "\n".join(f"        server {net.address(i)}:{PORT} max_fails=1 fail_timeout=1s;"
+                        for i in range(INSTANCES))
+    balancer.http = BALANCER.format(servers=servers, port=balancer.port, limit=LIMIT_MIB)
+    balancer.start()
+    tally = Tally()
+    cluster = Cluster(binary, net, workspace.root, tally)
+    started = time.monotonic()
+    yield cluster, balancer
+    cluster.stop_all()
+    REPORT.info(f"{tally.count('balanced')} uploads through the balancer, {tally.count('kills')} kills, "
+                f"{tally.count('restarts')} restarts, {tally.count('retries')} retries, "
+                f"{tally.count('checked')} files checked, {time.monotonic() - started:.1f} s")
+
+
+@pytest.mark.parametrize("scenario", [mixed_uploads, same_name, kill_mid_upload, rolling_restart],
+                         ids=lambda f: f.__name__)
+def test_instances(trio, workspace, options, staging, scenario):
+    cluster, balancer = trio
+    scenario(cluster, balancer, workspace, random.Random(options.seed), staging)
+
+
+# Unnamed staging exposes a name only between its link and its rename, a shorter
+# window than named staging's: it gets more time to show.
+@pytest.mark.parametrize("mode,existing,seconds", [("named", False, 3), ("named", True, 3), ("auto", True, 6)],
+                         ids=["named-new-names", "named-existing", "auto-existing"])
+def test_sweep_race(trio, workspace, options, mode, existing, seconds):
+    cluster, balancer = trio
+    sweep_race(cluster, balancer, workspace, random.Random(options.seed), mode, existing=existing, seconds=seconds)
+
+
+def test_undo_race(trio, workspace, options):
+    cluster, balancer = trio
+    undo_race(cluster, balancer, workspace, random.Random(options.seed), "auto")

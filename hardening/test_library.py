@@ -20,8 +20,22 @@ import json
 import socket
 import time
 
-from common import (HOST, KiB, MiB, REPORT, Conn, Part, Server, Workspace, fmt_mib, log, multipart_pieces,
-                    raise_nofile, upload_head, upload_request)
+from common import (
+    HOST,
+    REPORT,
+    Conn,
+    KiB,
+    MiB,
+    Part,
+    Server,
+    Workspace,
+    fmt_mib,
+    log,
+    multipart_pieces,
+    raise_nofile,
+    upload_head,
+    upload_request,
+)
 
 LEAK_BOUNDARY = b"n" * 32_000
 LEAK_CYCLES = 300
@@ -33,15 +47,20 @@ ABORTED_UPLOADS = 5
 ANSWER_SECONDS = 1.0
 
 
-def run(binary: str, options) -> None:
-    ws = Workspace("library", keep=options.keep)
-    try:
-        nested_boundary_leak(binary, ws)
-        idle_keep_alive_memory(binary, ws)
-        aborted_upload_released(binary, ws)
-        library_answers(binary, ws)
-    finally:
-        ws.cleanup()
+def test_nested_boundary_leak(binary, workspace):
+    nested_boundary_leak(binary, workspace)
+
+
+def test_idle_keep_alive_memory(binary, workspace):
+    idle_keep_alive_memory(binary, workspace)
+
+
+def test_aborted_upload_released(binary, workspace):
+    aborted_upload_released(binary, workspace)
+
+
+def test_library_answers(binary, workspace):
+    library_answers(binary, workspace)
 
 
 def start(binary: str, ws: Workspace, name: str, args: list[str] | None = None) -> Server:
@@ -182,7 +201,7 @@ def exchange(port: int, data: bytes, timeout: float) -> tuple[bytes, float]:
             if not chunk:
                 break
             received += chunk
-    except (socket.timeout, ConnectionResetError):
+    except (TimeoutError, ConnectionResetError):
         pass
     finally:
         sock.close()

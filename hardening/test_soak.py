@@ -16,8 +16,27 @@ import random
 import threading
 import time
 
-from common import (MiB, REPORT, Closed, Conn, Part, Server, Workspace, exception_text, file_sha256, fmt_mib,
-                    log, multipart_pieces, sha256, staging_args, stagings, temp_files, upload_head)
+import pytest
+
+from common import (
+    REPORT,
+    Closed,
+    Conn,
+    MiB,
+    Part,
+    Server,
+    Workspace,
+    exception_text,
+    file_sha256,
+    fmt_mib,
+    log,
+    multipart_pieces,
+    sha256,
+    staging_args,
+    stagings,
+    temp_files,
+    upload_head,
+)
 
 # (share of uploads, smallest, largest): log-uniform within each band.
 SIZE_BANDS = [
@@ -45,7 +64,7 @@ def sizes_for(count: int, rng: random.Random) -> list[int]:
 
 
 class Client(threading.Thread):
-    def __init__(self, number: int, port: int, work: "Work") -> None:
+    def __init__(self, number: int, port: int, work: Work) -> None:
         super().__init__(daemon=True, name=f"soak-{number}")
         self.number = number
         self.port = port
@@ -209,7 +228,10 @@ def request_leak_probe(server: Server, count: int):
     return before, server.rss_kib(), done[0], errors, seconds
 
 
-def run(binary: str, options) -> None:
+pytestmark = pytest.mark.slow
+
+
+def test_soak(binary, options):
     count = options.soak_uploads
     clients_count = options.soak_clients
     warmup = min(options.soak_warmup, count)

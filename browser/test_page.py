@@ -1,41 +1,41 @@
-#!/usr/bin/env python3
 """The upload page (GET /) in a real browser: headless Debian chromium driven by selenium.
 
-Run through browser/run, which installs what is missing and builds the
-binary; or directly: python3 browser/page_test.py --binary PATH [--screenshot].
-Prints PASS/FAIL lines; the last line is `browser: N passed, M failed`.
+    python3 -m pytest browser [--binary PATH] [--screenshot]
 
-Loopback only: the servers listen on 127.0.0.1, and chromium runs with its
-background networking off.
+Needs chromium, chromium-driver (Debian) and selenium (PyPI; scripts/test installs
+them for its browser stage); skipped with the reason when one is missing. Loopback
+only: the servers listen on 127.0.0.1, and chromium runs with its background
+networking off. (Whether WebAssets.swift matches web/ is scripts/test's
+`web assets` stage, `scripts/web-assets --check`.)
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
 import re
-import signal
-import subprocess
-import sys
 import time
-import traceback
 import urllib.parse
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(ROOT, "hardening"))
+import pytest
 
-from common import (HOST, TEMP_PREFIX, MiB, REPORT, Server, Workspace, exception_text,  # noqa: E402
-                    file_sha256, request, temp_files)
+from common import HOST, REPORT, TEMP_PREFIX, MiB, Server, file_sha256, request, temp_files
 
-from selenium import webdriver  # noqa: E402
-from selenium.common.exceptions import WebDriverException  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.common.keys import Keys  # noqa: E402
+try:
+    from selenium import webdriver
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+except ImportError:  # still collected: the test skips
+    webdriver = None
+    WebDriverException = Exception
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
 
 LIMIT = 64 * MiB
 TOKEN = "browser-test-token"
@@ -90,7 +90,7 @@ def limit_shown(text: str) -> bool:
 
 
 def check(name: str, ok: bool, detail: str = "") -> bool:
-    """A PASS/FAIL line; the detail only on failure."""
+    """One check of the test (common.REPORT): the detail only on failure."""
     return REPORT.check(name, ok, "" if ok else detail)
 
 
@@ -99,7 +99,7 @@ class Browser:
 
     def __init__(self, scripts: bool = True) -> None:
         options = webdriver.ChromeOptions()
-        options.binary_location = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+        options.binary_location = CHROMIUM
         for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
                      "--window-size=900,760", "--no-first-run", "--no-default-browser-check",
                      "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -110,7 +110,7 @@ class Browser:
         if not scripts:
             options.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2})
         options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
-        service = Service(executable_path=os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver"))
+        service = Service(executable_path=CHROMEDRIVER)
         self.driver = webdriver.Chrome(options=options, service=service)
         self.requests: list[str] = []  # every URL the browser asked for
         self.console: list[str] = []
@@ -192,13 +192,6 @@ def wait_for(condition, timeout: float) -> bool:
 
 
 # --------------------------------------------------------------------------- checks
-
-def assets_current() -> None:
-    result = subprocess.run([os.path.join(ROOT, "scripts", "web-assets"), "--check"],
-                            capture_output=True, text=True)
-    check("WebAssets.swift is what scripts/web-assets makes of web/", result.returncode == 0,
-          (result.stdout + result.stderr).strip())
-
 
 def headers(port: int) -> None:
     for path, media in (("/", "text/html"), ("/app.js", "text/javascript"), ("/app.css", "text/css")):
@@ -436,10 +429,24 @@ def without_javascript(port: int, upload_dir: str, path: str) -> None:
         browser.quit()
 
 
-# --------------------------------------------------------------------------- main
+# --------------------------------------------------------------------------- the test
 
-def run(args: argparse.Namespace, workspace: Workspace) -> None:
-    rng = random.Random(args.seed)
+@pytest.fixture
+def browser():
+    if webdriver is None:
+        pytest.skip("selenium is not installed (pip install selenium; scripts/test does for its browser stage)")
+    for path, package in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
+        if not os.access(path, os.X_OK):
+            pytest.skip(f"no {path} (apt-get install {package})")
+    # Selenium is given both paths; it must not look for (or download) a browser.
+    os.environ["SE_OFFLINE"] = "true"
+    one = Browser()
+    yield one
+    one.quit()
+
+
+def test_upload_page(browser, server, workspace, options):
+    rng = random.Random(20261201)
     sources = workspace.path("sources")
     os.makedirs(sources)
     files = {
@@ -452,64 +459,27 @@ def run(args: argparse.Namespace, workspace: Workspace) -> None:
     plain = make_file(os.path.join(sources, "no script.txt"), 2000, rng)
     late = make_file(os.path.join(sources, "late.txt"), 100, rng)
 
-    assets_current()
     upload_dir = workspace.path("upload")
-    server = Server(args.binary, upload_dir, ["--max-upload-size", "64MiB"], workdir=workspace.root).start()
-    origin = f"http://{HOST}:{server.port}"
-    headers(server.port)
-    browser = Browser()
-    try:
-        browser.driver.get(origin + "/")
-        three_at_once(browser, files, upload_dir, "archive.tar")
-        if args.screenshot:
-            shot = os.path.join(ROOT, "docs", "screenshot.png")
-            os.makedirs(os.path.dirname(shot), exist_ok=True)
-            browser.driver.save_screenshot(shot)
-            REPORT.info(f"screenshot: {shot}")
-        too_large(browser, server, upload_dir, over)
-        parallel_and_cancel(browser, upload_dir, cancelled)
-        drop(browser, upload_dir)
-        phone(browser)
-        keyboard(browser)
-        without_javascript(server.port, upload_dir, plain)
-        unreachable(browser, server, late)
+    main: Server = server(["--max-upload-size", "64MiB"], upload_dir=upload_dir)
+    origin = f"http://{HOST}:{main.port}"
+    headers(main.port)
+    browser.driver.get(origin + "/")
+    three_at_once(browser, files, upload_dir, "archive.tar")
+    if options.screenshot:
+        shot = os.path.join(ROOT, "docs", "screenshot.png")
+        os.makedirs(os.path.dirname(shot), exist_ok=True)
+        browser.driver.save_screenshot(shot)
+        REPORT.info(f"screenshot: {shot}")
+    too_large(browser, main, upload_dir, over)
+    parallel_and_cancel(browser, upload_dir, cancelled)
+    drop(browser, upload_dir)
+    phone(browser)
+    keyboard(browser)
+    without_javascript(main.port, upload_dir, plain)
+    unreachable(browser, main, late)
 
-        token_dir = workspace.path("upload-token")
-        token_server = Server(args.binary, token_dir, ["--max-upload-size", "64MiB", "--token", TOKEN,
-                                                       "--on-conflict", "reject"],
-                              workdir=workspace.root, name="token-server").start()
-        token_mode(browser, token_server, token_dir, files["résumé final.txt"])
-        requests_and_console(browser, [origin, f"http://{HOST}:{token_server.port}"])
-        token_server.stop()
-    finally:
-        browser.quit()
-        server.stop()
-
-
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="browser/run", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--binary", default=os.environ.get("UPLOAD_SERVER_BIN"), help="the upload-server binary")
-    parser.add_argument("--screenshot", action="store_true", help="save docs/screenshot.png after the three uploads")
-    parser.add_argument("--seed", type=int, default=20261201, help="seed of the test files' bytes")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    args = parser.parse_args(argv)
-    if not args.binary or not os.access(args.binary, os.X_OK):
-        parser.error(f"not an executable: {args.binary}")
-    args.binary = os.path.abspath(args.binary)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    REPORT.suite = "browser"
-    workspace = Workspace("browser", keep=args.keep)
-    try:
-        run(args, workspace)
-    except Exception as error:  # noqa: BLE001 - a crash is a failed check
-        traceback.print_exc()
-        check("the test ran to the end", False, exception_text(error))
-    finally:
-        workspace.cleanup()
-    print(f"browser: {REPORT.passed} passed, {REPORT.failed} failed", flush=True)
-    return 1 if REPORT.failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    token_dir = workspace.path("upload-token")
+    token_server = server(["--max-upload-size", "64MiB", "--token", TOKEN, "--on-conflict", "reject"],
+                          upload_dir=token_dir, name="token-server")
+    token_mode(browser, token_server, token_dir, files["résumé final.txt"])
+    requests_and_console(browser, [origin, f"http://{HOST}:{token_server.port}"])

@@ -20,17 +20,41 @@ import random
 import socket
 import time
 
+import pytest
+
 import aio
-from common import (KiB, MiB, REPORT, HOST, Part, Server, Workspace, file_sha256, log, multipart_pieces,
-                    raise_nofile, sha256, staging_args, stagings, temp_files, upload_head)
+from common import (
+    HOST,
+    REPORT,
+    KiB,
+    MiB,
+    Part,
+    Server,
+    Workspace,
+    file_sha256,
+    log,
+    multipart_pieces,
+    raise_nofile,
+    sha256,
+    staging_args,
+    stagings,
+    temp_files,
+    upload_head,
+)
 
 IDLE_TIMEOUT = 4
 LIMIT = 1 * MiB
 DRIP = 2.0       # seconds between the bytes of a slow client (below the idle timeout)
 
 
-def run(binary: str, options) -> None:
+pytestmark = pytest.mark.slow
+
+
+def test_slow_clients(binary, options):
     asyncio.run(_run(binary, options))
+
+
+def test_one_address_flood(binary, options):
     one_address_flood(binary, options)
 
 
@@ -115,7 +139,7 @@ async def _run(binary: str, options) -> None:
             the attack: "held", or "closed" when the server closed first."""
             try:
                 reader, writer = await aio.open_conn(port, 10)
-            except (OSError, asyncio.TimeoutError):
+            except (TimeoutError, OSError):
                 return "connect-failed"
             try:
                 writer.write(start)
@@ -221,7 +245,7 @@ async def _run(binary: str, options) -> None:
                     await asyncio.wait_for(writer.drain(), 5)
                     if reader.at_eof():
                         break
-            except (OSError, ConnectionError, asyncio.TimeoutError):
+            except (TimeoutError, OSError, ConnectionError):
                 pass
             return await aio.outcome(reader, writer, 5), sent
 
@@ -238,7 +262,7 @@ async def _run(binary: str, options) -> None:
                     writer.write(b"%x\r\n" % len(block) + block + b"\r\n")
                     sent += len(block)
                     await asyncio.wait_for(writer.drain(), 10)
-            except (OSError, ConnectionError, asyncio.TimeoutError):
+            except (TimeoutError, OSError, ConnectionError):
                 pass
             return await aio.outcome(reader, writer, 5), sent
 

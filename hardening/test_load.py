@@ -16,11 +16,26 @@ import threading
 import time
 
 import aio
-from common import (MiB, REPORT, Part, Server, Workspace, file_sha256, fmt_mib, log, multipart_pieces,
-                    raise_nofile, sha256, staging_args, stagings, temp_files, upload_head)
+from common import (
+    REPORT,
+    MiB,
+    Part,
+    Server,
+    Workspace,
+    file_sha256,
+    fmt_mib,
+    log,
+    multipart_pieces,
+    raise_nofile,
+    sha256,
+    staging_args,
+    stagings,
+    temp_files,
+    upload_head,
+)
 
 
-def run(binary: str, options) -> None:
+def test_load(binary, options):
     asyncio.run(_run(binary, options))
 
 
@@ -85,7 +100,7 @@ async def _run(binary: str, options) -> None:
         async def connect_idle(index: int):
             try:
                 reader, writer = await aio.open_conn(server.port, 10)
-            except (OSError, asyncio.TimeoutError) as error:
+            except (TimeoutError, OSError) as error:
                 connect_errors.append(f"idle {index}: {type(error).__name__}: {error}")
                 return None
             opened()
@@ -119,7 +134,7 @@ async def _run(binary: str, options) -> None:
             started = time.monotonic()
             try:
                 reader, writer = await aio.open_conn(server.port, 10)
-            except (OSError, asyncio.TimeoutError) as error:
+            except (TimeoutError, OSError) as error:
                 return index, None, f"connect: {type(error).__name__}: {error}", 0.0
             opened()
             try:

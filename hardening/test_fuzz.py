@@ -28,8 +28,23 @@ import socket
 import tempfile
 import time
 
-from common import (MiB, REPORT, Server, Workspace, exception_text, file_sha256, healthz, log, staging_args,
-                    stagings, temp_files, tree_snapshot, _parse_head)
+import pytest
+
+from common import (
+    REPORT,
+    MiB,
+    Server,
+    Workspace,
+    _parse_head,
+    exception_text,
+    file_sha256,
+    healthz,
+    log,
+    staging_args,
+    stagings,
+    temp_files,
+    tree_snapshot,
+)
 
 CRLF = b"\r\n"
 IDLE_TIMEOUT = 2
@@ -592,7 +607,7 @@ def execute(case: Case, port: int) -> Outcome:
                 sock.sendall(case.request[a:b])
                 if case.pause:
                     time.sleep(case.pause)
-        except (BrokenPipeError, ConnectionResetError, socket.timeout):
+        except (TimeoutError, BrokenPipeError, ConnectionResetError):
             sent_all = False    # the server answered early and closed; read what it said
         buffer = b""
         half_closed = False
@@ -608,7 +623,7 @@ def execute(case: Case, port: int) -> Outcome:
             sock.settimeout(max(0.01, wait_until - now))
             try:
                 data = sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 if not half_closed and case.half_close and sent_all and time.monotonic() >= first_deadline:
                     half_closed = True
                     try:
@@ -680,7 +695,11 @@ class Target:
     base_targets: list = dataclasses.field(default_factory=list)
 
 
-def run(binary: str, options) -> None:
+pytestmark = pytest.mark.slow
+BOTH_STAGINGS = True
+
+
+def test_fuzz(binary, options):
     ws = Workspace("fuzz", keep=options.keep)
     artifacts = options.fuzz_artifacts or tempfile.mkdtemp(prefix="harden-fuzz-failures-")
     os.makedirs(artifacts, exist_ok=True)
