@@ -345,3 +345,37 @@ def test_413_through_nginx(limited, options, client):
     assert not bad, (f"{len(bad)} of {rounds} rounds ({ATTACK_SIZE // MiB} MiB over {ATTACK_LIMIT} through "
                      f"nginx, {client}) were not the server's JSON 413: {outcomes}\n"
                      + "\n".join(bad[:5]) + f"\nnginx errors: {front.errors()[-800:]}")
+
+
+# --------------------------------------------------------------------------- many clients behind one proxy
+
+def test_concurrent_puts_through_nginx_with_default_flags(server, nginx):
+    """200 PUTs at once through nginx: every upstream connection comes from nginx's
+    one address, and the server's default connection policy must not refuse them
+    (a fixed per-address cap turned 72 of 200 into 502)."""
+    upstream = server()
+    front = proxy(nginx, upstream.port).start()
+    count = 200
+    bodies = [os.urandom(16 * 1024 + number) for number in range(count)]
+    sockets = []
+    for number, body in enumerate(bodies):
+        sock = socket.create_connection((HOST, front.port), timeout=30)
+        sock.sendall(f"PUT /upload/put-{number}.bin HTTP/1.1\r\nHost: {HOST}:{front.port}\r\n"
+                     f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body[:1024])
+        sockets.append(sock)
+    statuses: dict[int | None, int] = {}
+    for number, sock in enumerate(sockets):
+        sock.sendall(bodies[number][1024:])
+    for sock in sockets:
+        conn = Conn.__new__(Conn)
+        conn.sock, conn.buffer, conn.timeout = sock, b"", 30
+        try:
+            status = conn.read_response(30).status
+        except (OSError, Closed, ValueError):
+            status = None
+        statuses[status] = statuses.get(status, 0) + 1
+        sock.close()
+    assert statuses == {201: count}, f"status: count {statuses}; nginx errors: {front.errors()[-600:]}"
+    for number, body in enumerate(bodies):
+        with open(os.path.join(upstream.upload_dir, f"put-{number}.bin"), "rb") as f:
+            assert f.read() == body, f"put-{number}.bin"
