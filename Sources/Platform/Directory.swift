@@ -210,6 +210,16 @@ public final class Directory: Sendable {
         return unlinkat(self.fd, name, 0) == 0
     }
 
+    /// Removes `name` if its inode last changed (a rename changes it) at least
+    /// `seconds` ago; true if removed.
+    public func removeIfUnchanged(_ name: String, forSeconds seconds: Int) -> Bool {
+        var status = stat()
+        var now = timespec()
+        guard fstatat(fd, name, &status, AT_SYMLINK_NOFOLLOW) == 0, clock_gettime(CLOCK_REALTIME, &now) == 0,
+              now.tv_sec - status.st_ctim.tv_sec >= seconds else { return false }
+        return unlinkat(fd, name, 0) == 0
+    }
+
     public func exists(_ name: String) -> Bool { kind(of: name) != nil }
 
     public func remove(_ name: String) throws(SystemError) {

@@ -18,11 +18,22 @@ public enum TemporaryName {
         "\(prefix)\(processTag)-\(counter.add(1, ordering: .relaxed).newValue)\(suffix)"
     }
 
+    private static let asidePrefix = prefix + "aside-"
+
     /// A private name for a file an undo has taken aside: reserved like every
-    /// `prefix` name, but never swept, since it may hold another upload's file
-    /// for an instant.
+    /// `prefix` name. It may hold another upload's file for an instant, so only
+    /// one left far longer than an undo takes (a crash in the middle) is swept.
     public static func aside() -> String {
-        "\(prefix)aside-\(processTag)-\(counter.add(1, ordering: .relaxed).newValue)"
+        "\(asidePrefix)\(processTag)-\(counter.add(1, ordering: .relaxed).newValue)"
+    }
+
+    /// Whether `name` has the exact shape `aside()` makes.
+    public static func isAside(_ name: String) -> Bool {
+        guard name.hasPrefix(asidePrefix) else { return false }
+        let rest = Array(name.utf8.dropFirst(asidePrefix.utf8.count))
+        let isHex = { (byte: UInt8) in (0x30...0x39).contains(byte) || (0x61...0x66).contains(byte) }
+        return rest.count >= 18 && rest[..<16].allSatisfy(isHex) && rest[16] == UInt8(ascii: "-")
+            && rest[17...].allSatisfy { (0x30...0x39).contains($0) }
     }
 
     /// Whether `name` has the exact shape `next()` makes.

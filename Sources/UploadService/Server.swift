@@ -115,11 +115,20 @@ public enum Server {
         return (UploadDirectory(path: path, opened: try Directory(path: path)), staging)
     }
 
-    /// Temporary files that no running process holds: left by a crash or a kill.
+    /// An undo holds a name aside for microseconds; one older than this was left
+    /// by a crash in the middle of an undo.
+    static let abandonedAsideSeconds = 60
+
+    /// Temporary files that no running process holds, and names taken aside
+    /// long ago: left by a crash or a kill.
     @discardableResult
-    private static func removeLeftovers(_ directory: Directory) -> Int {
+    static func removeLeftovers(_ directory: Directory, asideAfterSeconds: Int = abandonedAsideSeconds) -> Int {
         let names = (try? directory.names()) ?? []
-        return names.filter(TemporaryName.matches).filter { directory.removeIfUnlocked($0) }.count
+        let staged = names.filter(TemporaryName.matches).filter { directory.removeIfUnlocked($0) }
+        let asides = names.filter(TemporaryName.isAside).filter {
+            directory.removeIfUnchanged($0, forSeconds: asideAfterSeconds)
+        }
+        return staged.count + asides.count
     }
 }
 

@@ -32,6 +32,25 @@ import Platform
 
     static let stagings = [Staging.named, Staging.anonymous(byDescriptor: false)]
 
+    /// A crash inside an undo leaves a name taken aside: the sweep removes it once
+    /// it is far older than an undo takes, never a fresh one or a stored file.
+    @Test func theSweepRemovesAbandonedAsidesOnly() throws {
+        let scratch = try Scratch()
+        let aside = TemporaryName.aside()
+        #expect(TemporaryName.isAside(aside))
+        for other in [".upload-aside-1", ".upload-aside-0123456789abcdef-", ".upload-aside-0123456789ABCDEF-1", "a.txt"] {
+            #expect(!TemporaryName.isAside(other), "\(other)")
+        }
+        scratch.write("held", to: aside)
+        scratch.write("kept", to: ".upload-aside-not-ours")
+        scratch.write("stored", to: "a.txt")
+        #expect(Server.removeLeftovers(scratch.directory) == 0)
+        #expect(scratch.names.contains(aside), "a fresh aside may be another upload's file for an instant")
+        sleep(1)
+        #expect(Server.removeLeftovers(scratch.directory, asideAfterSeconds: 1) == 1)
+        #expect(scratch.names == [".upload-aside-not-ours", "a.txt"])
+    }
+
     /// Issue 11.1: `a.txt` used to hold "NEW" after the request failed on `sub`.
     @Test(arguments: stagings)
     func overwriteFailingOnALaterTargetChangesNothing(staging: Staging) throws {
