@@ -12,9 +12,14 @@ public final class Directory: Sendable {
 
     /// Opens `path`, which must be a directory.
     public init(path: String) throws(SystemError) {
-        let fd = try system("open \(path)") { Glibc.open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
+        let fd = try syscall("open \(path)") { Glibc.open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
         var status = stat()
-        fstat(fd, &status)
+        do {
+            try syscall("stat \(path)") { fstat(fd, &status) }
+        } catch {
+            Glibc.close(fd)
+            throw error
+        }
         self.path = path
         self.fd = fd
         identity = FileIdentity(status)
@@ -34,10 +39,9 @@ public final class Directory: Sendable {
         var prefix = path.hasPrefix("/") ? "/" : ""
         for component in path.split(separator: "/") {
             prefix += component
-            if mkdir(prefix, mode) != 0 {
-                let code = errno
-                if code != EEXIST { throw SystemError("mkdir \(prefix)", code: code) }
-            }
+            do {
+                try syscall("mkdir \(prefix)") { mkdir(prefix, mode) }
+            } catch where error.isExisting {}
             prefix += "/"
         }
     }
@@ -75,8 +79,8 @@ public final class Directory: Sendable {
     public func createStagedFile(_ staging: Staging) throws(SystemError) -> StagedFile {
         switch staging {
         case .anonymous(let byDescriptor):
-            let fd = try system("create a file in \(path)") {
-                openat(self.fd, ".", temporaryFileFlag | O_WRONLY | O_CLOEXEC, 0o644)
+            let fd = try syscall("create a file in \(path)") {
+                openat(self.fd, ".", cplatform_o_tmpfile | O_WRONLY | O_CLOEXEC, 0o644)
             }
             return StagedFile(fd: fd, temporaryName: nil, linkByDescriptor: byDescriptor)
         case .named:
@@ -85,7 +89,7 @@ public final class Directory: Sendable {
             // once locked. Otherwise a new name.
             for _ in 0..<8 {
                 let name = TemporaryName.next()
-                let fd = try system("create \(name)") {
+                let fd = try syscall("create \(name)") {
                     openat(self.fd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
                 }
                 let file = StagedFile(fd: fd, temporaryName: name, linkByDescriptor: false)
@@ -112,13 +116,13 @@ public final class Directory: Sendable {
     /// file's temporary name goes once it is linked.
     public func link(_ file: StagedFile, as name: String) throws(SystemError) {
         if let staged = file.temporaryName {
-            try system("link \(name)") { linkat(fd, staged, fd, name, 0) }
+            try syscall("link \(name)") { linkat(fd, staged, fd, name, 0) }
             try? remove(staged)
             file.temporaryName = nil
         } else if file.linkByDescriptor {
-            try system("link \(name)") { linkat(file.descriptor, "", fd, name, emptyPathFlag) }
+            try syscall("link \(name)") { linkat(file.descriptor, "", fd, name, cplatform_at_empty_path) }
         } else {
-            try system("link \(name)") {
+            try syscall("link \(name)") {
                 linkat(AT_FDCWD, "/proc/self/fd/\(file.descriptor)", fd, name, AT_SYMLINK_FOLLOW)
             }
         }
@@ -138,7 +142,7 @@ public final class Directory: Sendable {
     /// a temporary name, atomically: rename(2) never follows a symlink either.
     public func replace(_ name: String, with file: StagedFile) throws(SystemError) {
         guard let staged = file.temporaryName else { preconditionFailure("replace needs a named staged file") }
-        try system("rename to \(name)") { renameat(fd, staged, fd, name) }
+        try syscall("rename to \(name)") { renameat(fd, staged, fd, name) }
         file.temporaryName = nil
     }
 
@@ -153,18 +157,19 @@ public final class Directory: Sendable {
     public func removeIfSame(_ name: String, as file: StagedFile) -> Bool {
         guard let mine = file.identity else { return false }
         let aside = TemporaryName.aside()
-        guard renameat(fd, name, fd, aside) == 0 else { return false }
+        guard (try? syscall("rename \(name) aside") { renameat(fd, name, fd, aside) }) != nil else { return false }
         var status = stat()
-        if fstatat(fd, aside, &status, AT_SYMLINK_NOFOLLOW) == 0, FileIdentity(status) == mine {
-            return unlinkat(fd, aside, 0) == 0
+        if (try? syscall("stat \(aside)") { fstatat(fd, aside, &status, AT_SYMLINK_NOFOLLOW) }) != nil,
+           FileIdentity(status) == mine {
+            return (try? remove(aside)) != nil
         }
-        if renameat2(fd, aside, fd, name, renameNoReplaceFlag) != 0 {
-            let code = errno
-            if code == EEXIST {
-                _ = unlinkat(fd, aside, 0)
-            } else {
-                _ = renameat(fd, aside, fd, name)  // no renameat2 here: put it back all the same
-            }
+        do {
+            try syscall("rename \(aside) back") { renameat2(fd, aside, fd, name, cplatform_rename_noreplace) }
+        } catch where error.isExisting {
+            try? remove(aside)  // a later upload took the name: it would have replaced that file anyway
+        } catch {
+            // No renameat2 here: put it back all the same.
+            _ = try? syscall("rename \(aside) back") { renameat(fd, aside, fd, name) }
         }
         return false
     }
@@ -196,7 +201,7 @@ public final class Directory: Sendable {
 
     /// Makes the directory's entries durable (after names were created or replaced).
     public func synchronize() throws(SystemError) {
-        try system("fsync \(path)") { fsync(fd) }
+        try syscall("fsync \(path)") { fsync(fd) }
     }
 
     /// Removes `name` unless a live process holds its lock; true if removed.
@@ -223,13 +228,13 @@ public final class Directory: Sendable {
     public func exists(_ name: String) -> Bool { kind(of: name) != nil }
 
     public func remove(_ name: String) throws(SystemError) {
-        try system("unlink \(name)") { unlinkat(fd, name, 0) }
+        try syscall("unlink \(name)") { unlinkat(fd, name, 0) }
     }
 
     /// Creates a regular file and removes it again: proves that files can be stored.
     public func checkWritable() throws(SystemError) {
         let name = TemporaryName.next()
-        let created = try system("create \(name)") {
+        let created = try syscall("create \(name)") {
             openat(fd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
         }
         Glibc.close(created)
@@ -238,11 +243,13 @@ public final class Directory: Sendable {
 
     /// Names of the directory's entries, without `.` and `..`.
     public func names() throws(SystemError) -> [String] {
-        let copy = try system("read \(path)") { dup(fd) }
-        guard let stream = fdopendir(copy) else {
-            let code = errno
+        let copy = try syscall("read \(path)") { dup(fd) }
+        let stream: OpaquePointer
+        do {
+            stream = try syscall("read \(path)") { fdopendir(copy) }
+        } catch {
             Glibc.close(copy)
-            throw SystemError("read \(path)", code: code)
+            throw error
         }
         defer { closedir(stream) }
         rewinddir(stream)
@@ -276,16 +283,6 @@ struct FileIdentity: Equatable {
         inode = UInt64(status.st_ino)
     }
 }
-
-/// O_TMPFILE, a macro Swift does not import: __O_TMPFILE (the same on every
-/// Linux architecture Swift supports) with O_DIRECTORY.
-private let temporaryFileFlag: Int32 = 0o20_000_000 | O_DIRECTORY
-
-/// RENAME_NOREPLACE, which Swift does not import.
-private let renameNoReplaceFlag: UInt32 = 1
-
-/// AT_EMPTY_PATH, which Swift does not import; the same on every Linux architecture.
-private let emptyPathFlag: Int32 = 0x1000
 
 public enum Staging: Sendable, Equatable, CustomStringConvertible {
     /// O_TMPFILE, linked by its descriptor (AT_EMPTY_PATH) or through /proc/self/fd.

@@ -5,17 +5,17 @@ import Glibc
 public enum HTTPProbe {
     /// Returns the status code of `GET path`, or throws on a connection failure.
     public static func get(_ address: SocketAddress, path: String, timeoutSeconds: Int) throws(SystemError) -> Int {
-        let fd = try system("socket") {
+        let fd = try syscall("socket") {
             socket(address.isIPv6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         }
         defer { close(fd) }
         var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        try system("connect \(address)") { address.withSockaddr { connect(fd, $0, $1) } }
+        try syscall("connect \(address)") { address.withSockaddr { connect(fd, $0, $1) } }
 
         let request = "GET \(path) HTTP/1.1\r\nHost: \(address)\r\nConnection: close\r\n\r\n"
-        let sent = try system("send") {
+        let sent = try syscall("send") {
             request.utf8CString.withUnsafeBytes { send(fd, $0.baseAddress, $0.count - 1, Int32(MSG_NOSIGNAL)) }
         }
         guard sent == request.utf8.count else { throw SystemError("send", code: EPIPE) }
@@ -24,7 +24,7 @@ public enum HTTPProbe {
         var head = [UInt8](repeating: 0, count: 64)
         var received = 0
         while received < 12 {
-            let count = try system("receive") {
+            let count = try syscall("receive") {
                 head.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + received, $0.count - received, 0) }
             }
             guard count > 0 else { throw SystemError("receive", code: ECONNRESET) }

@@ -107,7 +107,7 @@ public enum ProcessEnvironment {
             outputLock.withLock(exclusive: bytes.count > pipeAtomicBytes) {
                 var offset = 0
                 while offset < bytes.count {
-                    guard let written = try? system("write", { Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset) })
+                    guard let written = try? syscall("write", { Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset) })
                     else { return }
                     offset += written
                 }
@@ -129,12 +129,12 @@ public enum ProcessEnvironment {
 extension ProcessEnvironment {
     /// The contents of a small text file (a secret), or nil when it cannot be read.
     public static func readSmallFile(_ path: String, limit: Int = 64 * 1024) -> String? {
-        guard let fd = try? system("open \(path)", { open(path, O_RDONLY | O_CLOEXEC) }) else { return nil }
+        guard let fd = try? syscall("open \(path)", { open(path, O_RDONLY | O_CLOEXEC) }) else { return nil }
         defer { close(fd) }
         var bytes: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 4096)
         while bytes.count <= limit {
-            guard let count = try? system("read \(path)", { buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) } })
+            guard let count = try? syscall("read \(path)", { buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) } })
             else { return nil }
             if count == 0 { return String(validating: bytes, as: UTF8.self) }
             bytes += buffer[..<count]

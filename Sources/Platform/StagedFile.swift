@@ -97,11 +97,12 @@ public final class StagedFile {
             reservationStopped = true
             return
         }
-        if fallocate(fd, keepSizeFlag, off_t(offset), off_t(length)) == 0 {
+        do {
+            try syscall("reserve space") { fallocate(fd, cplatform_falloc_keep_size, off_t(offset), off_t(length)) }
             reservedEnd = offset + length
-        } else {
+        } catch {
             reservationStopped = true
-            _ = ftruncate(fd, off_t(written))  // a failed fallocate may keep part of its space
+            _ = try? syscall("truncate") { ftruncate(fd, off_t(written)) }  // a failed fallocate may keep part of its space
             reservedEnd = written
         }
     }
@@ -117,7 +118,7 @@ public final class StagedFile {
         held?.deallocate()
         held = nil
         if reservedEnd > written {
-            try system("truncate") { ftruncate(fd, off_t(written)) }
+            try syscall("truncate") { ftruncate(fd, off_t(written)) }
             reservedEnd = written
         }
     }
@@ -126,18 +127,18 @@ public final class StagedFile {
     public func rememberIdentity() {
         guard knownIdentity == nil, fd >= 0 else { return }
         var status = stat()
-        if fstat(fd, &status) == 0 { knownIdentity = FileIdentity(status) }
+        if (try? syscall("stat") { fstat(fd, &status) }) != nil { knownIdentity = FileIdentity(status) }
     }
 
     /// Makes the file's bytes durable (`--fsync`), before it gets its name.
     public func synchronize() throws(SystemError) {
-        try system("fdatasync") { fdatasync(fd) }
+        try syscall("fdatasync") { fdatasync(fd) }
     }
 
     /// Takes the lock that tells other instances this file is in use; `waiting`:
     /// for as long as another instance's sweep holds it (an instant).
     func lock(waiting: Bool = false) throws(SystemError) {
-        try system("lock") { flock(fd, waiting ? LOCK_EX : LOCK_EX | LOCK_NB) }
+        try syscall("lock") { flock(fd, waiting ? LOCK_EX : LOCK_EX | LOCK_NB) }
     }
 
     private var heldBytes: UnsafeRawBufferPointer {
@@ -160,7 +161,7 @@ public final class StagedFile {
         while first.count + second.count > 0 {
             var vectors = (iovec(iov_base: UnsafeMutableRawPointer(mutating: first.baseAddress), iov_len: first.count),
                            iovec(iov_base: UnsafeMutableRawPointer(mutating: second.baseAddress), iov_len: second.count))
-            let result = try system("write") {
+            let result = try syscall("write") {
                 withUnsafeMutableBytes(of: &vectors) { writev(fd, $0.baseAddress?.assumingMemoryBound(to: iovec.self), 2) }
             }
             let fromFirst = min(result, first.count)
@@ -173,10 +174,8 @@ public final class StagedFile {
     /// only here (NFS, quotas).
     public func closeChecked() throws(SystemError) {
         guard fd >= 0 else { return }
-        let result = Glibc.close(fd)
-        let code = errno
-        fd = -1
-        if result != 0 { throw SystemError("close", code: code) }
+        defer { fd = -1 }
+        try syscall("close", retrying: false) { Glibc.close(fd) }
     }
 
     /// Closes the file, dropping its lock; an unnamed one is gone with it.
@@ -186,6 +185,3 @@ public final class StagedFile {
         heldCount = 0
     }
 }
-
-/// FALLOC_FL_KEEP_SIZE, which Swift does not import: allocate without changing the size.
-private let keepSizeFlag: Int32 = 0x01

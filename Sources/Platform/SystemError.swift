@@ -1,4 +1,5 @@
 import Glibc
+import Synchronization
 
 /// A failed system call: which operation and its errno.
 public struct SystemError: Error, Sendable, CustomStringConvertible {
@@ -19,16 +20,63 @@ public struct SystemError: Error, Sendable, CustomStringConvertible {
     public var isOutOfDescriptors: Bool { code == EMFILE || code == ENFILE }
 }
 
-/// Runs a system call that returns -1 and sets errno on failure, retrying it when
-/// a signal interrupted it; errno is read right after the failing call, before
-/// anything else can change it.
+/// The one way Platform makes a system call that returns -1 and sets errno:
+/// errno is read right after the failing call, before anything else can change
+/// it; a call a signal interrupted is retried (not `close`, whose descriptor is
+/// gone even then: `retrying: false`); a bad descriptor or address is a
+/// programming error and traps rather than becoming an answer.
 @discardableResult
-func system<Result: BinaryInteger>(_ operation: @autoclosure () -> String,
-                                   _ call: () -> Result) throws(SystemError) -> Result {
+func syscall<Result: BinaryInteger>(_ operation: @autoclosure () -> String, retrying: Bool = true,
+                                    _ call: () -> Result) throws(SystemError) -> Result {
+    #if DEBUG
+    if let faults = InjectedFaults.current, let code = faults.failure(for: operation()) {
+        throw SystemError(operation(), code: code)
+    }
+    #endif
     while true {
         let result = call()
         if result >= 0 { return result }
         let code = errno
-        if code != EINTR { throw SystemError(operation(), code: code) }
+        if code == EINTR && retrying { continue }
+        precondition(code != EBADF && code != EFAULT, "\(operation()): \(String(cString: strerror(code)))")
+        throw SystemError(operation(), code: code)
     }
 }
+
+/// `syscall` for a call that returns nil and sets errno on failure.
+func syscall<Result>(_ operation: @autoclosure () -> String, _ call: () -> Result?) throws(SystemError) -> Result {
+    var value: Result?
+    try syscall(operation()) { () -> Int32 in
+        value = call()
+        return value == nil ? -1 : 0
+    }
+    return value!
+}
+
+#if DEBUG
+/// Makes chosen system calls fail in tests (debug builds only), so that a full
+/// disk or a failed link is tested without root:
+/// `InjectedFaults.$current.withValue(InjectedFaults(["write": ENOSPC])) { ... }`.
+/// A call fails when its operation starts with a key, after `passing` calls went through.
+public final class InjectedFaults: Sendable {
+    @TaskLocal public static var current: InjectedFaults?
+
+    private let failures: [String: Int32]
+    private let passed = Mutex([String: Int]())
+    private let passing: Int
+
+    public init(_ failures: [String: Int32], passing: Int = 0) {
+        self.failures = failures
+        self.passing = passing
+    }
+
+    func failure(for operation: String) -> Int32? {
+        guard let (key, code) = failures.first(where: { operation.hasPrefix($0.key) }) else { return nil }
+        let count = passed.withLock { passed in
+            passed[key, default: 0] += 1
+            return passed[key]!
+        }
+        return count > passing ? code : nil
+    }
+}
+#endif

@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import MicroHTTPD
 import Platform
 import Testing
@@ -41,6 +42,37 @@ import Testing
         #expect(stored.map(\.name) == ["a.txt", "b.txt"])
         #expect(fixture.names == ["a.txt", "b.txt"])
         #expect(fixture.settings.uploads.count == 0)
+    }
+
+    /// A full disk in the middle of an upload: 507, and no file left.
+    @Test func aFullDiskIsNoSpaceAndLeavesNothing() throws {
+        let fixture = try Fixture()
+        try InjectedFaults.$current.withValue(InjectedFaults(["write": ENOSPC], passing: 1)) {
+            let upload = fixture.upload()
+            for name in ["a.txt", "b.txt"] where upload.beginFile(named: name) {
+                _ = upload.write(Array(repeating: 7, count: 100_000).span.bytes)
+            }
+            let failure = try #require(upload.finish().failure)
+            #expect(failure == .noSpace)
+            #expect(failure.status == 507)
+        }
+        #expect(fixture.names.isEmpty)
+    }
+
+    /// Under `reject`, a link that fails after the first file got its name undoes
+    /// that name: all or nothing, tested without a second process.
+    @Test func aFailedSecondLinkUndoesTheFirst() throws {
+        let fixture = try Fixture(policy: .reject)
+        try InjectedFaults.$current.withValue(InjectedFaults(["link": EIO], passing: 1)) {
+            let upload = fixture.upload()
+            for name in ["a.txt", "b.txt"] {
+                #expect(upload.beginFile(named: name))
+                _ = upload.write(Array(name.utf8).span.bytes)
+            }
+            let failure = try #require(upload.finish().failure)
+            #expect(failure.status == 500)
+        }
+        #expect(fixture.names.isEmpty, "\(fixture.names)")
     }
 
     @Test func theLimitFailsTheUploadAndRemovesItsFiles() throws {
