@@ -10,9 +10,12 @@ public struct Log: Sendable {
 
     public init() {}
 
-    public func info(_ event: String, _ fields: [(String, JSON)] = []) { write("info", event, fields) }
-    public func warning(_ event: String, _ fields: [(String, JSON)] = []) { write("warning", event, fields) }
-    public func error(_ event: String, _ fields: [(String, JSON)] = []) { write("error", event, fields) }
+    /// One line for `event`, at its level, with `fields` after `time`, `level` and `event`.
+    public func callAsFunction(_ event: LogEvent, _ fields: [(String, JSON)] = []) {
+        let line = JSON.object([("time", .string(ProcessEnvironment.timestamp())), ("level", .string(event.level.rawValue)),
+                                ("event", .string(event.rawValue))] + fields)
+        ProcessEnvironment.writeLine(line.text)
+    }
 
     func access(_ record: RequestRecord) {
         let path = Self.shortened(record.path)
@@ -56,9 +59,30 @@ public struct Log: Sendable {
         return String(microseconds / 1_000) + "." + String(repeating: "0", count: 3 - fraction.utf8.count) + fraction
     }
 
-    private func write(_ level: String, _ event: String, _ fields: [(String, JSON)]) {
-        let line = JSON.object([("time", .string(ProcessEnvironment.timestamp())), ("level", .string(level)),
-                                ("event", .string(event))] + fields)
-        ProcessEnvironment.writeLine(line.text)
+}
+
+/// Every event the server logs besides the access lines; docs/operations.md
+/// lists them (a test compares the two).
+public enum LogEvent: String, CaseIterable, Sendable {
+    case started
+    case connectionLimitLowered = "connection_limit_lowered"
+    case noToken = "no_token"
+    case removedLeftovers = "removed_leftovers"
+    case connectionRefused = "connection_refused"
+    case uploadFailed = "upload_failed"
+    case uploadAbandoned = "upload_abandoned"
+    case uploadDirectoryUnavailable = "upload_dir_unavailable"
+    case httpDaemon = "http_daemon"
+    case stopping
+    case stopped
+
+    public enum Level: String, Sendable { case info, warning, error }
+
+    public var level: Level {
+        switch self {
+        case .started, .removedLeftovers, .stopping, .stopped: .info
+        case .connectionLimitLowered, .noToken, .connectionRefused, .uploadFailed, .uploadAbandoned, .httpDaemon: .warning
+        case .uploadDirectoryUnavailable: .error
+        }
     }
 }

@@ -46,7 +46,7 @@ public enum Server {
         }
 
         let library = Daemon.library
-        log.info("started", [
+        log(.started, [
             ("version", .string(ProcessEnvironment.buildVersion)),
             ("revision", .string(ProcessEnvironment.buildRevision)),
             ("libmicrohttpd", .string(library.version)),
@@ -76,19 +76,19 @@ public enum Server {
             ("open_files_limit", .unsigned(UInt64(budget.openFiles))),
         ])
         if budget.connections < config.connectionLimit {
-            log.warning("connection_limit_lowered", [
+            log(.connectionLimitLowered, [
                 ("requested", .number(Int64(config.connectionLimit))), ("connection_limit", .number(Int64(budget.connections))),
                 ("reason", .string("the open-files limit (\(budget.openFiles)) must leave room for files in progress")),
             ])
         }
         if config.token == nil && !address.isLoopback {
-            log.warning("no_token", [("message", .string(
+            log(.noToken, [("message", .string(
                 "listening on \(config.host) without --token: anyone who can reach this port can store and overwrite files"))])
         }
 
         let signal = ProcessEnvironment.waitForTerminationSignal()
         daemon.quiesce()  // before the line that says so
-        log.info("stopping", [("signal", .string(signal)), ("uploads_in_flight", .number(Int64(application.uploadsInFlight)))])
+        log(.stopping, [("signal", .string(signal)), ("uploads_in_flight", .number(Int64(application.uploadsInFlight)))])
         let deadline = ProcessEnvironment.monotonicNanoseconds() + UInt64(config.shutdownGraceSeconds) * 1_000_000_000
         while application.uploadsInFlight > 0 && ProcessEnvironment.monotonicNanoseconds() < deadline {
             ProcessEnvironment.sleep(milliseconds: 20)
@@ -96,7 +96,7 @@ public enum Server {
         let unfinished = application.uploadsInFlight
         daemon.stop()  // abandons what is left; each removes its temporary files
         if let current = try? uploadDirectory.open() { removeLeftovers(current) }
-        log.info("stopped", [("uploads_cut_off", .number(Int64(unfinished)))])
+        log(.stopped, [("uploads_cut_off", .number(Int64(unfinished)))])
         return 0
     }
 
@@ -110,7 +110,7 @@ public enum Server {
         // fewer directory updates, and nothing to clean up even after a crash.
         let staging = config.unnamedStaging ? directory.bestStaging() : .named
         let leftovers = removeLeftovers(directory)
-        if leftovers > 0 { log.info("removed_leftovers", [("temporary_files", .number(Int64(leftovers)))]) }
+        if leftovers > 0 { log(.removedLeftovers, [("temporary_files", .number(Int64(leftovers)))]) }
         let path = Directory.resolve(config.uploadDirectory) ?? config.uploadDirectory
         return (UploadDirectory(path: path, opened: try Directory(path: path)), staging)
     }

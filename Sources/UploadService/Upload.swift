@@ -139,7 +139,7 @@ final class Upload {
     func abandon(_ reason: Termination) {
         end()
         let removed = removeStagedFiles()
-        settings.log.warning("upload_abandoned", [("reason", .string(reason.label)), ("peer", .string(peer)),
+        settings.log(.uploadAbandoned, [("reason", .string(reason.label)), ("peer", .string(peer)),
                                                   ("bytes_received", .unsigned(received)),
                                                   ("temporary_files_removed", .number(Int64(removed)))])
     }
@@ -150,7 +150,7 @@ final class Upload {
         guard self.failure == nil else { return }
         self.failure = failure
         let removed = removeStagedFiles()
-        settings.log.warning("upload_failed", [("status", .number(Int64(failure.status))), ("error", .string(failure.message)),
+        settings.log(.uploadFailed, [("status", .number(Int64(failure.status))), ("error", .string(failure.message)),
                                                ("peer", .string(peer)), ("temporary_files_removed", .number(Int64(removed)))])
     }
 

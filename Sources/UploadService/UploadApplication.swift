@@ -32,7 +32,7 @@ public final class UploadApplication: HTTPApplication {
         if case .admit = decision.admission { return .admit }
         metrics.refusedConnection(decision.admission)
         if decision.log {
-            log.warning("connection_refused", [
+            log(.connectionRefused, [
                 ("address", .string(group.description)),
                 ("reason", .string(Metrics.refusalReason(decision.admission))),
                 ("holding", .number(Int64(decision.holding))),
@@ -93,7 +93,7 @@ public final class UploadApplication: HTTPApplication {
     public var uploadsInFlight: Int { uploads.count }
 
     public func daemonMessage(_ text: String) {
-        log.warning("http_daemon", [("message", .string(text))])
+        log(.httpDaemon, [("message", .string(text))])
     }
 
     private func beginForm(_ head: borrowing RequestHead) -> RequestAction {
@@ -162,7 +162,7 @@ public final class UploadApplication: HTTPApplication {
                                    announcedLength: head.header("Content-Length").flatMap { UInt64($0) }))
         } catch {
             if error.isOutOfDescriptors { return .failure(.busy) }
-            log.error("upload_dir_unavailable", [("path", .string(directory.path)), ("error", .string(error.description))])
+            log(.uploadDirectoryUnavailable, [("path", .string(directory.path)), ("error", .string(error.description))])
             return .failure(.internalError("the upload directory is unavailable (\(error.reason))"))
         }
     }
