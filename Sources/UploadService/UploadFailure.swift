@@ -78,10 +78,3 @@ public enum UploadFailure: Error, Equatable, Sendable {
         return .internalError("could not store the file (\(error.reason))")
     }
 }
-
-extension Response {
-    static func json(_ status: Int, _ value: JSON) -> Response {
-        Response(status: status, body: Array((value.text + "\n").utf8),
-                 headers: [(name: "Content-Type", value: "application/json")])
-    }
-}
