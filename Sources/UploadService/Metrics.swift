@@ -6,12 +6,17 @@ import Synchronization
 /// counted once, from their finished record (`record`), whoever answered them:
 /// the application, the library on its own, or nobody.
 public final class Metrics: Sendable {
-    private struct Counters {
-        var failures: [String: UInt64] = [:]
-        var responses: [Int: UInt64] = [:]
+    /// One counter; a class so that an array can hold them.
+    private final class Counter: Sendable {
+        let value = Atomic<UInt64>(0)
+        func increment() { value.add(1, ordering: .relaxed) }
+        var count: UInt64 { value.load(ordering: .relaxed) }
     }
-    private let counters = Mutex(Counters())
-    // Atomics where they do: a successful upload then takes the lock only once.
+    /// Responses by status, 100 to 599; failures are derived from them when
+    /// rendered. Atomics, not a lock: every request counts, from every thread.
+    private let responses = (0..<500).map { _ in Counter() }
+    private let unanswered = Counter()
+    private let cutOffByShutdown = Counter()
     private let filesStored = Atomic<UInt64>(0)
     private let bytesStored = Atomic<UInt64>(0)
     private let uploads: UploadsInFlight
@@ -49,10 +54,10 @@ public final class Metrics: Sendable {
     }
 
     func record(_ record: RequestRecord) {
-        let reason = Self.failureReason(status: record.status, termination: record.termination)
-        counters.withLock { counters in
-            if let status = record.status { counters.responses[status, default: 0] += 1 }
-            if let reason { counters.failures[reason, default: 0] += 1 }
+        switch record.status {
+        case let status? where (100..<600).contains(status): responses[status - 100].increment()
+        case .some: break
+        case nil: (record.termination == .shutdown ? cutOffByShutdown : unanswered).increment()
         }
     }
 
@@ -101,7 +106,18 @@ public final class Metrics: Sendable {
     }
 
     public func render() -> String {
-        let snapshot = counters.withLock { $0 }
+        var responseCounts: [(status: Int, count: UInt64)] = []
+        for (index, counter) in responses.enumerated() where counter.count > 0 {
+            responseCounts.append((index + 100, counter.count))
+        }
+        var failures: [String: UInt64] = [:]
+        for (status, count) in responseCounts {
+            if let reason = Self.failureReason(status: status, termination: .completed) { failures[reason, default: 0] += count }
+        }
+        for (counter, termination) in [(unanswered, Termination.clientAborted), (cutOffByShutdown, .shutdown)]
+        where counter.count > 0 {
+            failures[Self.failureReason(status: nil, termination: termination)!, default: 0] += counter.count
+        }
         var text = """
         # HELP upload_server_build_info The build that answers: version, revision, libmicrohttpd.
         # TYPE upload_server_build_info gauge
@@ -127,7 +143,7 @@ public final class Metrics: Sendable {
         # TYPE upload_server_failures_total counter
 
         """
-        for (reason, count) in snapshot.failures.sorted(by: { $0.key < $1.key }) {
+        for (reason, count) in failures.sorted(by: { $0.key < $1.key }) {
             text += "upload_server_failures_total{reason=\"\(reason)\"} \(count)\n"
         }
         text += """
@@ -135,7 +151,7 @@ public final class Metrics: Sendable {
         # TYPE upload_server_responses_total counter
 
         """
-        for (status, count) in snapshot.responses.sorted(by: { $0.key < $1.key }) {
+        for (status, count) in responseCounts {
             text += "upload_server_responses_total{status=\"\(status)\"} \(count)\n"
         }
         return text
