@@ -1,5 +1,6 @@
 /* Checks of our post-processor patches that a fuzzer would not state:
-   a boundary search that does not start again at every near miss (0008). Linked with -Wl,--wrap=memmem so
+   a quoted filename's escapes (0010) and a boundary search that does not
+   start again at every near miss (0008). Linked with -Wl,--wrap=memmem so
    that the library's memmem calls are counted. Exits 1 on a failure. */
 #include "common.h"
 
@@ -41,6 +42,50 @@ parse (const char *body, size_t len, size_t piece, struct parts *parts)
 }
 
 static void
+escaped_names (void)
+{
+  static const struct
+  {
+    const char *disposition;
+    const char *name;
+    const char *filename;
+  } cases[] = {
+    { "name=\"file\"; filename=\"a\\\"b.txt\"", "file", "a\"b.txt" },
+    { "name=\"file\"; filename=\"c\\\\d.txt\"", "file", "c\\d.txt" },
+    { "name=\"file\"; filename=\"e\\\\\"", "file", "e\\" },
+    { "name=\"file\"; filename=\"\\\"\\\"\"", "file", "\"\"" },
+    { "name=\"file\"; filename=\"C:\\dir\\f.txt\"", "file", "C:\\dir\\f.txt" },
+    { "name=\"x\\\"y\"; filename=\"g.txt\"", "x\"y", "g.txt" },
+    { "name=\"file\"; filename=\"h\\\"; name=\\\"i.txt\"", "file", "h\"; name=\"i.txt" },
+  };
+
+  for (size_t i = 0; i < sizeof (cases) / sizeof (cases[0]); i++)
+  {
+    char body[512];
+    char what[256];
+    char detail[512];
+    struct parts parts = { 0 };
+    int len = snprintf (body, sizeof (body),
+                        "--xyz\r\nContent-Disposition: form-data; %s\r\n\r\n"
+                        "data\r\n--xyz--\r\n", cases[i].disposition);
+    int ok = parse (body, (size_t) len, (size_t) len, &parts);
+
+    snprintf (what, sizeof (what), "Content-Disposition: form-data; %s gives name %s, filename %s",
+              cases[i].disposition, cases[i].name, cases[i].filename);
+    snprintf (detail, sizeof (detail), "parsed %s, %zu parts, name %s, filename %s",
+              ok ? "whole" : "with an error", parts.count,
+              parts.count ? (parts.items[0].name ? parts.items[0].name : "(none)") : "-",
+              parts.count ? (parts.items[0].filename ? parts.items[0].filename : "(none)") : "-");
+    check (ok && (1 == parts.count) &&
+           same_string (parts.items[0].name, cases[i].name) &&
+           same_string (parts.items[0].filename, cases[i].filename) &&
+           (4 == parts.items[0].size) && (0 == memcmp (parts.items[0].data, "data", 4)),
+           what, detail);
+    parts_free (&parts);
+  }
+}
+
+static void
 near_misses (void)
 {
   /* 256 KiB of "--xyz" never after a CRLF, in 4 KiB pieces: a search that
@@ -77,6 +122,7 @@ near_misses (void)
 int
 main (void)
 {
+  escaped_names ();
   near_misses ();
   printf ("postprocessor_check: %d failed\n", failures);
   return failures ? 1 : 0;
