@@ -10,7 +10,10 @@ Each check fails against the unpatched library:
   - library answers (0004-0006): a 200 KB header line, a bad chunk-size line, an
     absurd Content-Length and Transfer-Encoding: identity are answered within 1 s with
     the right status, one status line and a JSON body; the access log records each
-    with that status (the application's side of the error-response hook).
+    with that status (the application's side of the error-response hook);
+  - lingering close (0009): a client still sending the body after an early answer
+    (the server's 413 for Content-Length, its 401, a library 400) reads the whole
+    answer and then a clean end of stream, not a reset.
 """
 
 from __future__ import annotations
@@ -61,6 +64,10 @@ def test_aborted_upload_released(binary, workspace):
 
 def test_library_answers(binary, workspace):
     library_answers(binary, workspace)
+
+
+def test_lingering_close(binary, workspace):
+    lingering_close(binary, workspace)
 
 
 def start(binary: str, ws: Workspace, name: str, args: list[str] | None = None) -> Server:
@@ -265,5 +272,54 @@ def library_answers(binary: str, ws: Workspace) -> None:
                          [entry.get("status") for entry in logged] == [status],
                          f"access log lines {logged}")
         log(f"{len(cases)} requests the library answers itself; server alive: {server.alive()}")
+    finally:
+        server.stop()
+
+
+# --------------------------------------------------------------------------- 0009
+
+def answered_then_sent(port: int, head: bytes) -> tuple[bytes, str]:
+    """Sends `head` and 64 KiB of body, then 64 KiB more twice, 0.3 s apart (the
+    server has answered and let go of the connection by then), as a peer streaming
+    a body does; then ends its side and reads. Returns what was read and how the
+    exchange ended: "end", or the error of a send or read (a reset: nginx fails
+    there and answers 502 instead of relaying the answer)."""
+    piece = b"z" * (64 * KiB)
+    received = b""
+    with socket.create_connection((HOST, port), timeout=3) as sock:
+        try:
+            sock.sendall(head + piece)
+            for _ in range(2):
+                time.sleep(0.3)
+                sock.sendall(piece)
+            sock.shutdown(socket.SHUT_WR)
+            while chunk := sock.recv(64 * KiB):
+                received += chunk
+            return received, "end"
+        except OSError as error:
+            return received, type(error).__name__
+
+
+def lingering_close(binary: str, ws: Workspace) -> None:
+    token = "library-linger-token"
+    server = start(binary, ws, "linger", ["--max-upload-size", "1MiB", "--token", token])
+    try:
+        port = server.port
+        head = f"PUT /upload/linger.bin HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Length: {64 * MiB}\r\n"
+        cases = [
+            ("the server's 413 for a Content-Length over --max-upload-size", 413,
+             head + f"Authorization: Bearer {token}\r\n\r\n"),
+            ("the server's 401", 401, head + "\r\n"),
+            ("a library 400 for a bad chunk-size line", 400,
+             f"PUT /upload/linger.bin HTTP/1.1\r\nHost: {HOST}:{port}\r\nAuthorization: Bearer {token}\r\n"
+             "Transfer-Encoding: chunked\r\n\r\nzz\r\n"),
+        ]
+        for name, status, request in cases:
+            raw, ending = answered_then_sent(port, request.encode())
+            problems = answer_problems(raw, status)
+            if ending != "end":
+                problems.append(f"the stream ended with {ending}")
+            REPORT.check(f"lingering close: {name} reaches a client still sending, then a clean end",
+                         not problems, "; ".join(problems))
     finally:
         server.stop()
