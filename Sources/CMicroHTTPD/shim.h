@@ -27,6 +27,18 @@ shim_patches(void)
 #endif
 }
 
+// Descriptors our build's lingering close may hold outside the connection
+// limit: its sockets and one epoll descriptor (none for a stock library).
+static inline int
+shim_lingering_descriptors(void)
+{
+#ifdef MHD_UPLOAD_SERVER_LINGER_SOCKETS
+  return MHD_UPLOAD_SERVER_LINGER_SOCKETS + 1;
+#else
+  return 0;
+#endif
+}
+
 // Leaves the request target as sent: the application decodes the one segment
 // that needs it (a PUT's file name), exactly once, and logs the path as sent.
 static size_t

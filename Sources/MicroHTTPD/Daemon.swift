@@ -234,9 +234,9 @@ public final class Daemon: @unchecked Sendable {
 
     deinit { precondition(handle == nil, "Daemon dropped while running: call stop() first") }
 
-    /// Sockets our library build may keep open after their connection ended, to
+    /// Descriptors our library build may hold after their connection ended, to
     /// drain what the client still sends so that an early answer is not lost.
-    public static let lingeringSockets = 32
+    public static var lingeringDescriptors: Int { Int(shim_lingering_descriptors()) }
 
     /// `0.9.75 (stock)` or `0.9.75 (upload-server patches ...)`: which library runs.
     public static var library: (version: String, patches: String?) {

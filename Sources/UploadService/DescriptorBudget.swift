@@ -21,7 +21,7 @@ struct DescriptorBudget {
 
     init(openFiles: UInt64, connectionLimit: Int, threads: Int) {
         self.openFiles = Int(min(openFiles, UInt64(Int.max)))
-        let held = Self.reserved + Self.perThread * threads + Daemon.lingeringSockets
+        let held = Self.reserved + Self.perThread * threads + Daemon.lingeringDescriptors
         let available = max(2, self.openFiles - held)
         connections = min(connectionLimit, ConnectionPolicy.admittable(within: available - Self.minimumStagedFiles))
         stagedFiles = max(1, available - ConnectionPolicy.sockets(admitting: connections))

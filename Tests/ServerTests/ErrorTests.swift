@@ -213,6 +213,9 @@ struct ErrorTests {
         ("bell\u{07}and\u{1B}escape.txt", "bellandescape.txt"),
         ("résumé 📄 файл.txt", "résumé 📄 файл.txt"),
         ("..hidden..", "..hidden.."),
+        // RFC 7578's escapes, as Go, Python and curl send a quote or a backslash.
+        ("a\\\"b.txt", "a\"b.txt"),
+        ("c\\\\d.txt", "d.txt"),
     ])
     func hostileFilenamesAreReducedToOneSafeName(sent: String, stored: String) throws {
         let server = try TestServer()
