@@ -49,7 +49,7 @@ STARTED = time.monotonic()
 
 
 def _setting(env: str, default: str) -> str | None:
-    value = os.environ.get(env, default)
+    value = os.environ.get(env) or default
     return None if value == "none" else value
 
 
