@@ -143,6 +143,11 @@ class LocalStorage:
     def __init__(self, ws: Workspace) -> None:
         self.ws = ws
 
+    @staticmethod
+    def staging(flag: str) -> str:
+        """What the instances stage with under `--staging flag` here: O_TMPFILE works locally."""
+        return "unnamed" if flag == "auto" else "named"
+
     def make(self, label: str) -> Shared:
         path = self.ws.path(label)
         os.makedirs(path)
@@ -525,8 +530,9 @@ def mixed_uploads(cluster: Cluster, balancer: Nginx, ws: Workspace, rng: random.
     directory = shared.view
     instances = cluster.start_all(shared, staging_args(staging))
     modes = [i.staging_mode() for i in instances]
-    REPORT.check(f"{label}: the instances stage {'unnamed (O_TMPFILE)' if staging == 'auto' else 'named'} files",
-                 modes == ["unnamed" if staging == "auto" else "named"] * INSTANCES, f"started events say {modes}")
+    expected = cluster.storage.staging(staging)
+    REPORT.check(f"{label}: the instances stage {'unnamed (O_TMPFILE)' if expected == 'unnamed' else 'named'} files",
+                 modes == [expected] * INSTANCES, f"started events say {modes}")
     ledger = Ledger()
     jobs = []
     for number in range(uploads):
@@ -720,7 +726,7 @@ def kill_mid_upload(cluster: Cluster, balancer: Nginx, ws: Workspace, rng: rando
 
         restarted = cluster.restart(victim.index)
         still = [n for n in left_after_kill if os.path.exists(os.path.join(directory, n))]
-        if staging == "named":
+        if cluster.storage.staging(staging) == "named":
             REPORT.check(f"{label}: its leftovers are swept at restart",
                          bool(left_after_kill) and not still and restarted.leftovers_removed() >= len(left_after_kill),
                          f"{len(left_after_kill)} named temporary files of the killed instance, {len(still)} left "

@@ -62,6 +62,11 @@ class GlusterStorage:
     def __init__(self, volume: Volume) -> None:
         self.volume = volume
 
+    @staticmethod
+    def staging(flag: str) -> str:
+        """GlusterFS has no O_TMPFILE: `auto` chooses named staging too."""
+        return "named"
+
     def make(self, label: str) -> Shared:
         view = os.path.join(self.volume.mounts[INSTANCES], label)
         os.makedirs(view)
