@@ -60,7 +60,7 @@ SIZES = [
 ]
 
 # A marker per suite, from its file: hardening/test_<suite>.py, browser/, proxy/.
-SUITE_MARKERS = {"load", "soak", "faults", "fuzz", "slowclients", "limits", "multi", "library", "mutants",
+SUITE_MARKERS = {"load", "soak", "faults", "fuzz", "slowclients", "limits", "multi", "gluster", "library", "mutants",
                  "browser", "proxy"}
 
 

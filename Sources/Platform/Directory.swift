@@ -84,30 +84,27 @@ public final class Directory: Sendable {
             }
             return StagedFile(fd: fd, temporaryName: nil, linkByDescriptor: byDescriptor)
         case .named:
-            // Another instance's sweep may take a new name between its creation
-            // and its lock: the file is ours only if the name still leads to it
-            // once locked. Otherwise a new name.
-            for _ in 0..<8 {
-                let name = TemporaryName.next()
-                let fd = try syscall("create \(name)") {
-                    openat(self.fd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
-                }
-                let file = StagedFile(fd: fd, temporaryName: name, linkByDescriptor: false)
-                do {
-                    try file.lock(waiting: true)
-                } catch {
-                    _ = discard(file)
-                    throw error
-                }
-                var named = stat(), opened = stat()
-                if fstatat(self.fd, name, &named, AT_SYMLINK_NOFOLLOW) == 0, fstat(fd, &opened) == 0,
-                   FileIdentity(named) == FileIdentity(opened) {
-                    return file
-                }
-                file.temporaryName = nil  // that name is no longer ours
-                file.close()
+            // Created under a name no sweep takes at once (`TemporaryName.creating`),
+            // locked, and only then renamed to its `.part` name: another instance's
+            // sweep never finds it unlocked. (Creating the `.part` name, locking it and
+            // checking that the name still leads to it is not enough on a network
+            // filesystem: the check is answered from the client's cache, and a file
+            // another host's sweep removed in between looked like ours.)
+            let name = TemporaryName.next()
+            let creating = TemporaryName.creating(name)
+            let fd = try syscall("create \(creating)") {
+                openat(self.fd, creating, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
             }
-            throw SystemError("create a file in \(path)", code: EAGAIN)
+            let file = StagedFile(fd: fd, temporaryName: creating, linkByDescriptor: false)
+            do {
+                try file.lock()
+                try syscall("rename \(creating)") { renameat(self.fd, creating, self.fd, name) }
+            } catch {
+                _ = discard(file)
+                throw error
+            }
+            file.temporaryName = name
+            return file
         }
     }
 
@@ -238,7 +235,9 @@ public final class Directory: Sendable {
             openat(fd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
         }
         Glibc.close(created)
-        try remove(name)
+        // Another instance's sweep may have taken it already (an unlocked `.part`
+        // name): it was created all the same.
+        do { try remove(name) } catch where error.isMissing {}
     }
 
     /// Names of the directory's entries, without `.` and `..`.

@@ -36,6 +36,22 @@ public enum TemporaryName {
             && rest[17...].allSatisfy { (0x30...0x39).contains($0) }
     }
 
+    private static let creatingSuffix = ".new"
+
+    /// The name a named staged file is created under, `name` (made by `next()`)
+    /// with `.new` for `.part`, until it is locked and renamed to `name`: the
+    /// sweep never takes it at once, only once it is far older than that takes
+    /// (a crash in between).
+    public static func creating(_ name: String) -> String {
+        String(name.dropLast(suffix.utf8.count)) + creatingSuffix
+    }
+
+    /// Whether `name` has the exact shape `creating(_:)` makes.
+    public static func isCreating(_ name: String) -> Bool {
+        guard name.hasSuffix(creatingSuffix) else { return false }
+        return matches(String(name.dropLast(creatingSuffix.utf8.count)) + suffix)
+    }
+
     /// Whether `name` has the exact shape `next()` makes.
     public static func matches(_ name: String) -> Bool {
         let bytes = Array(name.utf8)

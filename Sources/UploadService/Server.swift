@@ -115,8 +115,8 @@ public enum Server {
         return (UploadDirectory(path: path, opened: try Directory(path: path)), staging)
     }
 
-    /// An undo holds a name aside for microseconds; one older than this was left
-    /// by a crash in the middle of an undo.
+    /// An undo holds a name aside for microseconds, and a named staged file keeps
+    /// its creation name as long; one older than this was left by a crash in between.
     static let abandonedAsideSeconds = 60
 
     /// Temporary files that no running process holds, and names taken aside
@@ -125,7 +125,7 @@ public enum Server {
     static func removeLeftovers(_ directory: Directory, asideAfterSeconds: Int = abandonedAsideSeconds) -> Int {
         let names = (try? directory.names()) ?? []
         let staged = names.filter(TemporaryName.matches).filter { directory.removeIfUnlocked($0) }
-        let asides = names.filter(TemporaryName.isAside).filter {
+        let asides = names.filter { TemporaryName.isAside($0) || TemporaryName.isCreating($0) }.filter {
             directory.removeIfUnchanged($0, forSeconds: asideAfterSeconds)
         }
         return staged.count + asides.count
