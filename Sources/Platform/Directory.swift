@@ -54,6 +54,14 @@ public final class Directory: Sendable {
     }
 
     /// How files can be staged here, tried once (and removed again): unnamed
+    /// What kind of filesystem holds the directory (statfs), for the `started`
+    /// line; nil when it cannot be told.
+    public var filesystem: Filesystem? {
+        var info = statfs()
+        guard (try? syscall("statfs \(path)") { fstatfs(fd, &info) }) != nil else { return nil }
+        return Filesystem(type: UInt64(truncatingIfNeeded: info.f_type))
+    }
+
     /// (O_TMPFILE) if the filesystem has it, named later by descriptor (linkat
     /// AT_EMPTY_PATH, Linux 6.10 and later without privileges) or through
     /// /proc/self/fd; else named temporary files.

@@ -67,6 +67,7 @@ public enum LogEvent: String, CaseIterable, Sendable {
     case started
     case connectionLimitLowered = "connection_limit_lowered"
     case noToken = "no_token"
+    case networkFilesystem = "network_filesystem"
     case removedLeftovers = "removed_leftovers"
     case connectionRefused = "connection_refused"
     case uploadFailed = "upload_failed"
@@ -81,7 +82,7 @@ public enum LogEvent: String, CaseIterable, Sendable {
     public var level: Level {
         switch self {
         case .started, .removedLeftovers, .stopping, .stopped: .info
-        case .connectionLimitLowered, .noToken, .connectionRefused, .uploadFailed, .uploadAbandoned, .httpDaemon: .warning
+        case .connectionLimitLowered, .noToken, .networkFilesystem, .connectionRefused, .uploadFailed, .uploadAbandoned, .httpDaemon: .warning
         case .uploadDirectoryUnavailable: .error
         }
     }

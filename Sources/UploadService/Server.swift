@@ -46,6 +46,7 @@ public enum Server {
         }
 
         let library = Daemon.library
+        let filesystem = (try? uploadDirectory.open())?.filesystem
         log(.started, [
             ("version", .string(ProcessEnvironment.buildVersion)),
             ("revision", .string(ProcessEnvironment.buildRevision)),
@@ -55,6 +56,7 @@ public enum Server {
             ("port", .number(Int64(daemon.port))),
             ("upload_dir", .string(uploadDirectory.path)),
             ("staging", .string(staging.description)),
+            ("filesystem", filesystem.map { .string($0.description) } ?? .null),
             ("max_upload_size", config.maxUploadSize.map { .string(ByteSize.format($0)) } ?? .string("unlimited")),
             ("on_conflict", .string(config.onConflict.rawValue)),
             ("threads", .number(Int64(config.threads))),
@@ -80,6 +82,11 @@ public enum Server {
                 ("requested", .number(Int64(config.connectionLimit))), ("connection_limit", .number(Int64(budget.connections))),
                 ("reason", .string("the open-files limit (\(budget.openFiles)) must leave room for files in progress")),
             ])
+        }
+        if let filesystem, filesystem.isNetwork {
+            log(.networkFilesystem, [("filesystem", .string(filesystem.description)), ("message", .string(
+                "the upload directory is on a network filesystem: several hosts may share it when it is mounted "
+                + "with the options in docs/operations.md (GlusterFS: deploy/glusterfs/); staging: \(staging)"))])
         }
         if config.token == nil && !address.isLoopback {
             log(.noToken, [("message", .string(

@@ -5,6 +5,7 @@
 
 #include <malloc.h>  // mallopt
 #include <sys/types.h>
+#include <sys/vfs.h>  // fstatfs: which filesystem holds the upload directory
 
 // glibc declares fallocate(2) only under _GNU_SOURCE, which Swift's Glibc module
 // is not built with.
