@@ -29,6 +29,8 @@ public final class Directory: Sendable {
 
     deinit { Glibc.close(fd) }
 
+    var descriptor: Int32 { fd }
+
     /// `mkdir -p`.
     public static func createPath(_ path: String, mode: mode_t = 0o755) throws(SystemError) {
         var prefix = path.hasPrefix("/") ? "/" : ""

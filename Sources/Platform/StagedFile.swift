@@ -47,10 +47,12 @@ public final class StagedFile {
     /// The most this file can grow to, when the request says (its Content-Length).
     public var sizeLimit: Int?
 
-    init(fd: Int32, temporaryName: String?, linkByDescriptor: Bool) {
+    /// `size`: bytes already in the file (a resumable upload's, published as a whole).
+    init(fd: Int32, temporaryName: String?, linkByDescriptor: Bool, size: Int = 0) {
         self.fd = fd
         self.temporaryName = temporaryName
         self.linkByDescriptor = linkByDescriptor
+        written = size
     }
 
     deinit {

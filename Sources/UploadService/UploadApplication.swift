@@ -11,6 +11,8 @@ public final class UploadApplication: HTTPApplication {
     let log: Log
     private let settings: Upload.Settings
     private let page: WebPage?
+    /// Resumable uploads (tus), `Resumable.swift`.
+    let resumable: ResumableStore
 
     public init(config: Configuration, directory: UploadDirectory, staging: Staging, stagedFilesLimit: Int, log: Log) {
         self.config = config
@@ -22,6 +24,8 @@ public final class UploadApplication: HTTPApplication {
                                    budget: StagingBudget(limit: stagedFilesLimit), uploads: uploads,
                                    metrics: metrics, log: log)
         page = config.web ? WebPage(maxUploadSize: config.maxUploadSize, tokenRequired: config.token != nil) : nil
+        resumable = ResumableStore(expirySeconds: config.resumableExpirySeconds, limit: config.resumableLimit)
+        startResumable()
     }
 
     public func begin(_ head: borrowing RequestHead) -> RequestAction {
@@ -40,6 +44,7 @@ public final class UploadApplication: HTTPApplication {
             default: return reject(.methodNotAllowed(allow: "PUT, OPTIONS"))
             }
         }
+        if path == "/tus" || path.hasPrefix("/tus/") { return beginResumable(head) }
         switch (path, method) {
         case ("/healthz", "GET"), ("/healthz", "HEAD"):
             return .respond(.json(200, .object([("status", .string("ok"))])))
@@ -116,7 +121,7 @@ public final class UploadApplication: HTTPApplication {
 
     /// What every upload must pass before its body is read: the origin, the
     /// token, the announced size.
-    private func checkUpload(_ head: borrowing RequestHead) -> UploadFailure? {
+    func checkUpload(_ head: borrowing RequestHead) -> UploadFailure? {
         if let origin = head.header("Origin"), !originAllowed(origin, host: head.header("Host")) {
             return .forbiddenOrigin(origin)
         }
@@ -143,13 +148,13 @@ public final class UploadApplication: HTTPApplication {
     /// A browser sends `Origin` with every cross-site upload; without a token,
     /// any page a user opens could otherwise store files here. Clients that send
     /// no `Origin` (curl, scripts) are not affected.
-    private func originAllowed(_ origin: String, host: String?) -> Bool {
+    func originAllowed(_ origin: String, host: String?) -> Bool {
         if let host, origin == "http://" + host || origin == "https://" + host { return true }
         return config.allowedOrigins.contains("*") || config.allowedOrigins.contains(origin)
     }
 
     /// For an allowed cross-origin request: what lets the browser read the answer.
-    private func corsHeaders(_ head: borrowing RequestHead) -> [(name: String, value: String)] {
+    func corsHeaders(_ head: borrowing RequestHead) -> [(name: String, value: String)] {
         guard let origin = head.header("Origin"), !config.allowedOrigins.isEmpty else { return [] }
         return [(name: "Access-Control-Allow-Origin", value: origin), (name: "Vary", value: "Origin")]
     }
@@ -168,7 +173,7 @@ public final class UploadApplication: HTTPApplication {
         return .respond(Response(status: 204, body: [], headers: headers))
     }
 
-    private func reject(_ failure: UploadFailure) -> RequestAction {
+    func reject(_ failure: UploadFailure) -> RequestAction {
         .respond(failure.response)
     }
 
