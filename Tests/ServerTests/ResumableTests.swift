@@ -362,6 +362,29 @@ import Testing
         #expect(second.contents(of: "survivor.bin") == data)
     }
 
+    @Test func memoryStaysFlatForALargePatch() throws {
+        let server = try TestServer()
+        let chunk = randomData(1 << 20)
+        let count = 256
+        let path = try Self.create(server, "big.bin", length: count << 20)
+        let connection = try server.client(timeoutSeconds: 120)
+        try connection.send("PATCH \(path) HTTP/1.1\r\nHost: t\r\n\(Self.tus)\r\n\(Self.octets)\r\nUpload-Offset: 0\r\n"
+                            + "Content-Length: \(count << 20)\r\nConnection: close\r\n\r\n")
+        for _ in 0..<count { try connection.send(chunk) }
+        let response = try #require(try connection.readResponse())
+        #expect(response.status == 204)
+        #expect(response.header("Upload-Name") == "big.bin")
+        let stored = try #require(FileHandle(forReadingAtPath: server.uploadDirectory.appendingPathComponent("big.bin").path))
+        defer { try? stored.close() }
+        for index in 0..<count {
+            #expect(stored.readData(ofLength: chunk.count) == chunk, "MiB \(index) differs")
+            if stored.offsetInFile != UInt64((index + 1) << 20) { break }
+        }
+        #expect(stored.readDataToEndOfFile().isEmpty)
+        let peak = try #require(server.peakResidentKiB)
+        #expect(peak < 48 * 1024, "peak resident memory \(peak) KiB for a 256 MiB PATCH")
+    }
+
     @Test func terminationRemovesTheBytes() throws {
         let server = try TestServer()
         let path = try Self.create(server, "gone.bin", length: 100)
