@@ -71,7 +71,7 @@ class Server:
         self.process = subprocess.Popen(
             [_binary(), "--host", HOST, "--port", str(self.port), "--upload-dir", str(self.directory)] + self.extra,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        lines = self.output
+        lines = self.output = []
         process = self.process
 
         def read() -> None:
@@ -292,8 +292,9 @@ def test_two_concurrent_patches_never_interleave(server: Server) -> None:
         thread.start()
     for thread in threads:
         thread.join(timeout=120)
-    assert sorted(statuses)[1] == 204 and statuses.count(204) == 1, statuses
-    assert sorted(statuses)[0] in (409, -1), statuses
+    # One writes it all; the other is refused (409), or cut off if the refusal
+    # came while it was still sending.
+    assert sorted(statuses) in ([-1, 204], [204, 409]), statuses
     winner = bodies[statuses.index(204)]
     stored = (server.directory / "race.bin").read_bytes()
     assert stored == winner, "the file is one request's bytes, never a mix"
