@@ -191,36 +191,27 @@ extension UploadApplication {
     /// `HEAD /tus/<id>`: the offset, and what was said at creation.
     private func resumableStatus(_ id: String, in current: Directory, headers: [(name: String, value: String)]) -> Response {
         var answer = headers + [(name: "Cache-Control", value: "no-store")]
-        guard var info = resumable.readInfo(id, in: current) else {
+        guard let info = resumable.readInfo(id, in: current),
+              var status = current.status(of: ResumableStore.dataName(id)) else {
             return UploadFailure.notFound.response.adding(answer)
         }
-        var status = current.status(of: ResumableStore.dataName(id))
-        if status == nil, info.stored == nil {
-            // Completed just now, between the two reads?
-            guard let again = resumable.readInfo(id, in: current), again.stored != nil else {
+        let now = ProcessEnvironment.wallClockSeconds()
+        if resumable.isExpired(lastWrite: status.modified, now: now) {
+            if removeExpired(id, in: current, now: now) { return UploadFailure.uploadExpired.response.adding(answer) }
+            // Being written: not expired after all.
+            guard let again = current.status(of: ResumableStore.dataName(id)) else {
                 return UploadFailure.notFound.response.adding(answer)
             }
-            info = again
+            status = again
         }
         if !info.metadata.isEmpty { answer.append((name: "Upload-Metadata", value: info.metadata)) }
-        if let stored = info.stored, let length = info.length {
-            return Response(status: 200, body: [], headers: answer + [
-                (name: "Upload-Offset", value: String(length)), (name: "Upload-Length", value: String(length)),
-                (name: "Upload-Name", value: PathSegment.encode(stored))])
-        }
-        guard let data = status else { return UploadFailure.notFound.response.adding(answer) }
-        let now = ProcessEnvironment.wallClockSeconds()
-        if resumable.isExpired(lastWrite: data.modified, now: now) {
-            if removeExpired(id, in: current, now: now) { return UploadFailure.uploadExpired.response.adding(answer) }
-            status = current.status(of: ResumableStore.dataName(id))  // being written: not expired after all
-        }
-        answer.append((name: "Upload-Offset", value: String(status?.size ?? data.size)))
+        answer.append((name: "Upload-Offset", value: String(status.size)))
         if let length = info.length {
             answer.append((name: "Upload-Length", value: String(length)))
         } else {
             answer.append((name: "Upload-Defer-Length", value: "1"))
         }
-        answer.append((name: "Upload-Expires", value: HTTPDate.format(resumable.expires(lastWrite: status?.modified ?? now))))
+        answer.append((name: "Upload-Expires", value: HTTPDate.format(resumable.expires(lastWrite: status.modified))))
         return Response(status: 200, body: [], headers: answer)
     }
 
@@ -261,9 +252,6 @@ extension UploadApplication {
         } catch where error.isBusy {
             return refuse(.uploadLocked)
         } catch where error.isMissing {
-            if let info = resumable.readInfo(id, in: current), info.stored != nil, let length = info.length {
-                return refuse(.offsetMismatch(given: offset, current: length))  // complete: nothing more to take
-            }
             return refuse(.notFound)
         } catch {
             return refuse(.storage(error))
@@ -347,10 +335,7 @@ extension UploadApplication {
             } catch where error.isBusy {
                 return UploadFailure.uploadLocked.response.adding(headers)
             } catch where error.isMissing {
-                // A completed upload's sidecar, or nothing.
-                guard resumable.readInfo(id, in: current) != nil else { return UploadFailure.notFound.response.adding(headers) }
-                try? current.remove(ResumableStore.infoName(id))
-                return Response(status: 204, body: [], headers: headers)
+                return UploadFailure.notFound.response.adding(headers)
             } catch {
                 return UploadFailure.storage(error).response.adding(headers)
             }
@@ -397,7 +382,7 @@ struct ResumableContext {
     let peer: String
 
     /// The last byte is in: the file gets its name through `Publication` (the
-    /// conflict policy, `--fsync`), and the sidecar says which. A conflict
+    /// conflict policy, `--fsync`), and the sidecar goes. A conflict
     /// under `reject` ends the upload (nothing could ever publish it); another
     /// failure keeps it, and an empty PATCH at its end tries again.
     func complete(_ file: PartialFile, id: String, info: ResumableInfo, in directory: Directory) -> Result<StoredFile, UploadFailure> {
@@ -419,10 +404,8 @@ struct ResumableContext {
             return .failure(error)
         }
         store.release()
-        var done = info
-        done.stored = stored.name
-        // Only for HEAD after a lost answer: the file is in place whatever happens here.
-        try? store.writeInfo(done, id: id, in: directory, durable: durable)
+        // Done: no reserved name is left (the answer's Upload-Name is the only notice).
+        try? directory.remove(ResumableStore.infoName(id))
         metrics.stored(files: 1, bytes: UInt64(stored.size))
         return .success(stored)
     }

@@ -4,7 +4,7 @@ import Synchronization
 /// What is kept of a resumable upload besides its bytes, in a sidecar file
 /// beside them (`.upload-tus-<id>.info`, replaced whole with write + rename):
 /// the length (or that it is deferred), the name, the metadata as sent, when it
-/// was created, and once it is complete the name it got.
+/// was created. Both go when the upload is complete.
 struct ResumableInfo: Equatable {
     /// nil: deferred (`Upload-Defer-Length: 1`) until a PATCH says it.
     var length: UInt64?
@@ -14,25 +14,21 @@ struct ResumableInfo: Equatable {
     var metadata: String
     /// Seconds since the epoch.
     var created: Int64
-    /// Set when the last byte was in and the file published: the name it got.
-    var stored: String?
 
     func encoded() -> [UInt8] {
         var text = "tus 1\n"
         text += "length \(length.map { String($0) } ?? "deferred")\n"
         text += "name \(PathSegment.encode(name))\n"
         text += "created \(created)\n"
-        if let stored { text += "stored \(PathSegment.encode(stored))\n" }
         text += "metadata \(metadata)\n"
         return Array(text.utf8)
     }
 
-    init(length: UInt64?, name: String, metadata: String, created: Int64, stored: String? = nil) {
+    init(length: UInt64?, name: String, metadata: String, created: Int64) {
         self.length = length
         self.name = name
         self.metadata = metadata
         self.created = created
-        self.stored = stored
     }
 
     init?(decoding bytes: [UInt8]) {
@@ -54,10 +50,6 @@ struct ResumableInfo: Equatable {
         self.name = name
         self.created = created
         metadata = fields["metadata"].map(String.init) ?? ""
-        if let stored = fields["stored"] {
-            guard let decoded = PathSegment.decode(stored).flatMap({ String(validating: $0, as: UTF8.self) }) else { return nil }
-            self.stored = decoded
-        }
     }
 }
 
@@ -74,9 +66,7 @@ struct ResumableInfo: Equatable {
 ///
 /// An upload expires `expirySeconds` after its last byte arrived (the data
 /// file's modification time); `sweep` removes expired ones, at start and now
-/// and then at a creation. A completed upload keeps its sidecar (with the name
-/// it got) for as long, so that a client that lost the last answer learns from
-/// `HEAD` that it is done.
+/// and then at a creation. A completed upload leaves neither name behind.
 final class ResumableStore: Sendable {
     static let prefix = TemporaryName.prefix + "tus-"
     private static let infoSuffix = ".info"
@@ -160,8 +150,8 @@ final class ResumableStore: Sendable {
     }
 
     /// Removes expired uploads (a data file no request holds whose last write is
-    /// older than the expiry, its sidecar, and sidecars of completed uploads that
-    /// old) and counts the incomplete ones left. Returns how many were removed.
+    /// older than the expiry, and its sidecar; a sidecar alone that old, left by
+    /// a crash) and counts the incomplete ones left. Returns how many were removed.
     @discardableResult
     func sweep(_ directory: Directory, now: Int64) -> Int {
         guard let names = try? directory.names() else { return 0 }
@@ -170,7 +160,7 @@ final class ResumableStore: Sendable {
         for name in names {
             guard let (id, isInfo) = Self.id(in: name) else { continue }
             if isInfo {
-                // A sidecar alone: a completed upload's (or one whose data went).
+                // A sidecar alone: a crash between removing the data and it.
                 guard !present.contains(Self.dataName(id)),
                       let status = directory.status(of: name), isExpired(lastWrite: status.modified, now: now),
                       directory.status(of: Self.dataName(id)) == nil else { continue }
