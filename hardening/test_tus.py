@@ -29,6 +29,8 @@ import pytest
 
 tusclient = pytest.importorskip("tusclient.client")
 aiotus = pytest.importorskip("aiotus")
+import aiohttp  # noqa: E402  (aiotus's own dependency)
+import yarl  # noqa: E402
 from tusclient.storage.filestorage import FileStorage  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -217,25 +219,47 @@ def test_an_upload_begun_on_one_instance_finishes_on_another(servers, tmp_path: 
 
 # --------------------------------------------------------------------------- aiotus
 
-def test_aiotus_upload_metadata_and_checksum_on_disk(server: Server, tmp_path: pathlib.Path) -> None:
+def test_aiotus_upload_with_checksum_on_disk(server: Server, tmp_path: pathlib.Path) -> None:
     path, digest = _random_file(tmp_path, "aio.bin", 7 * MiB + 1)
 
     async def run():
         with open(path, "rb") as file:
-            location = await aiotus.upload(server.url, file, {"filename": b"r\xc3\xa9sum\xc3\xa9 aio.bin", "kind": b"test"},
-                                           chunksize=2 * MiB)
-        assert location is not None
-        assert location.is_absolute()
-        metadata = await aiotus.metadata(location)
-        return location, metadata
+            return await aiotus.upload(server.url, file, {"filename": "résumé aio.bin".encode()}, chunksize=2 * MiB,
+                                       config=aiotus.RetryConfiguration(retry_attempts=2, max_retry_period_seconds=0.5))
 
-    location, metadata = asyncio.run(run())
-    assert metadata["kind"] == b"test"
-    assert server.stored() == ["résumé aio.bin"]
+    location = asyncio.run(run())
+    assert location is not None and location.is_absolute()
+    assert sorted(os.listdir(server.directory)) == ["résumé aio.bin"]
     assert _sha256(server.directory / "résumé aio.bin") == digest
 
 
-def test_aiotus_refuses_nothing_it_should_not(server: Server, tmp_path: pathlib.Path) -> None:
+def test_aiotus_reads_metadata_and_resumes_an_upload(server: Server, tmp_path: pathlib.Path) -> None:
+    """aiotus's own pieces: creation, metadata from HEAD, then its resuming upload loop."""
+    from aiotus import core, creation
+    path, digest = _random_file(tmp_path, "parts.bin", 5 * MiB)
+    config = aiotus.RetryConfiguration(retry_attempts=2, max_retry_period_seconds=0.5)
+
+    async def run():
+        async with aiohttp.ClientSession() as session:
+            with open(path, "rb") as file:
+                location = await creation.create(session, yarl.URL(server.url), file,
+                                                 {"filename": b"parts.bin", "kind": b"test", "flag": None})
+                metadata = await aiotus.metadata(location, client_session=session, config=config)
+                # Part of it by hand, then aiotus continues from the server's offset.
+                first = file.read(MiB)
+                async with session.patch(location, data=first, headers={
+                        "Tus-Resumable": "1.0.0", "Upload-Offset": "0",
+                        "Content-Type": "application/offset+octet-stream"}) as response:
+                    assert response.status == 204
+                await core.upload_buffer(session, location, file, chunksize=MiB)
+                return metadata
+
+    metadata = asyncio.run(run())
+    assert metadata == {"filename": b"parts.bin", "kind": b"test", "flag": None}
+    assert _sha256(server.directory / "parts.bin") == digest
+
+
+def test_aiotus_gives_up_on_a_file_over_the_limit(server: Server, tmp_path: pathlib.Path) -> None:
     """A file over --max-upload-size is refused at creation (413), so the client gives up."""
     server.stop()
     server.extra = ["--max-upload-size", "1MiB"]
