@@ -243,7 +243,8 @@
       xhr.addEventListener('error', () => reject(new Error('network')));
       xhr.addEventListener('timeout', () => reject(new Error('network')));
       xhr.addEventListener('abort', () => reject(new Error('abort')));
-      xhr.addEventListener('loadend', () => { item.xhr = null; });
+      // The next request may have started already (from the promise's continuation).
+      xhr.addEventListener('loadend', () => { if (item.xhr === xhr) item.xhr = null; });
       xhr.send(body === undefined ? null : body);
     });
   }
