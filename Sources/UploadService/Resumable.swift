@@ -26,7 +26,11 @@ extension UploadApplication {
     func startResumable() {
         guard config.resumableLimit > 0, let current = try? directory.open() else { return }
         let removed = resumable.sweep(current, now: ProcessEnvironment.wallClockSeconds())
-        if removed > 0 { log.info("resumable_expired", [("uploads_removed", .number(Int64(removed)))]) }
+        let incomplete = resumable.incomplete
+        guard removed > 0 || incomplete > 0 else { return }
+        log.info("resumable_uploads", [("incomplete", .number(Int64(incomplete))), ("expired_removed", .number(Int64(removed))),
+                                       ("expiry", .string(DurationText.format(config.resumableExpirySeconds))),
+                                       ("limit", .number(Int64(config.resumableLimit)))])
     }
 
     /// `/tus` and everything under it.

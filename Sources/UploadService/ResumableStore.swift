@@ -125,6 +125,9 @@ final class ResumableStore: Sendable {
 
     func isExpired(lastWrite: Int64, now: Int64) -> Bool { now >= lastWrite + expirySeconds }
 
+    /// Incomplete uploads as counted now.
+    var incomplete: Int { state.withLock { $0.incomplete } }
+
     /// Takes a place for a new incomplete upload; false at the limit.
     func admit() -> Bool {
         state.withLock { state in

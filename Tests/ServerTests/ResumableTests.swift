@@ -243,6 +243,15 @@ import Testing
         let path = try #require(created.header("Location").flatMap(URL.init(string:))).path
         #expect(try Self.patch(server, path, offset: 20_000, data.suffix(from: 20_000)).status == 204)
         #expect(server.contents(of: "first.bin") == data)
+        // All of it at once: stored by the creation itself.
+        let whole = try server.client().request("POST", "/tus/", headers: [
+            Self.tus, "Upload-Length: 50000", Self.metadata("whole.bin"), Self.octets,
+            "Upload-Checksum: sha256 \(sha256(data))"], body: data)
+        #expect(whole.status == 201)
+        #expect(whole.header("Upload-Name") == "whole.bin")
+        #expect(whole.header("Location") != nil)
+        #expect(server.contents(of: "whole.bin") == data)
+        #expect(server.storedNames == ["first.bin", "whole.bin"])
     }
 
     @Test func incompleteUploadsExpire() throws {
@@ -349,6 +358,7 @@ import Testing
         #expect(try Self.patch(first, path, offset: 0, data.prefix(200_000)).status == 204)
         _ = first.stop(signal: signal)
         let second = try TestServer(uploadDirectory: first.uploadDirectory)
+        #expect(second.logText.contains("\"event\":\"resumable_uploads\",\"incomplete\":1,"), "\(second.logText)")
         let head = try Self.head(second, path)
         #expect(head.status == 200)
         #expect(head.header("Upload-Offset") == "200000")
