@@ -259,7 +259,7 @@ public enum EntryKind: Sendable, Equatable {
     case other
 }
 
-struct FileIdentity: Equatable {
+struct FileIdentity: Hashable {
     let device: UInt64
     let inode: UInt64
 

@@ -1,5 +1,6 @@
 import CPlatform
 import Glibc
+import Synchronization
 
 /// The data file of a resumable upload: it lives in the upload directory under a
 /// reserved name for as long as the upload is incomplete, and its size is the
@@ -15,20 +16,23 @@ public final class PartialFile {
 
     private var fd: Int32
     public let name: String
+    /// The file's claim in this process (`OpenPartials`), released on close.
+    private var claim: FileIdentity?
     /// Bytes in the file: the offset.
     public private(set) var size: UInt64
     /// Disk space is allocated up to here (beyond `size` only while writing).
     private var reservedEnd: UInt64 = 0
     private var reservationStopped = false
 
-    init(fd: Int32, name: String, size: UInt64) {
+    init(fd: Int32, name: String, size: UInt64, claim: FileIdentity?) {
         self.fd = fd
         self.name = name
         self.size = size
+        self.claim = claim
         reservedEnd = size
     }
 
-    deinit { if fd >= 0 { Glibc.close(fd) } }
+    deinit { close() }
 
     /// Seconds since the epoch of the last write.
     public var modificationSeconds: Int64 {
@@ -97,14 +101,31 @@ public final class PartialFile {
     public func close() {
         if fd >= 0 { Glibc.close(fd) }
         fd = -1
+        if let claim { OpenPartials.release(claim) }
+        claim = nil
     }
 
-    /// Gives the open, locked descriptor to a `StagedFile` named `name`, for
-    /// `Publication`; this file is closed.
-    func handOver() -> Int32 {
-        defer { fd = -1 }
-        return fd
+    /// Gives the open, locked descriptor (and the claim) to a `StagedFile` named
+    /// `name`, for `Publication`; this file is closed.
+    func handOver() -> (fd: Int32, claim: FileIdentity?) {
+        defer {
+            fd = -1
+            claim = nil
+        }
+        return (fd, claim)
     }
+}
+
+/// Partial files open in this process, by device and inode. flock alone is not
+/// enough on every filesystem: on NFS it becomes a POSIX lock, which belongs to
+/// the process (a second descriptor of the same process gets it too) and which
+/// closing any descriptor of the file drops. So a partial file is opened at
+/// most once in a process, and the lock settles it between processes.
+enum OpenPartials {
+    private static let open = Mutex<Set<FileIdentity>>([])
+
+    static func claim(_ identity: FileIdentity) -> Bool { open.withLock { $0.insert(identity).inserted } }
+    static func release(_ identity: FileIdentity) { _ = open.withLock { $0.remove(identity) } }
 }
 
 extension Directory {
@@ -113,7 +134,11 @@ extension Directory {
         let fd = try system("create \(name)") {
             openat(descriptor, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
         }
-        let file = PartialFile(fd: fd, name: name, size: 0)
+        var status = stat()
+        fstat(fd, &status)
+        let identity = FileIdentity(status)
+        let claimed = OpenPartials.claim(identity)  // a new inode: always
+        let file = PartialFile(fd: fd, name: name, size: 0, claim: claimed ? identity : nil)
         // A sweep may hold it for an instant (it then finds it live and leaves it).
         do { try system("lock \(name)") { flock(fd, LOCK_EX) } } catch {
             file.close()
@@ -127,14 +152,25 @@ extension Directory {
     /// stopped being that file before the lock was had (completed, terminated).
     public func openPartial(_ name: String) throws(SystemError) -> PartialFile {
         let fd = try system("open \(name)") { openat(descriptor, name, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK) }
-        let file = PartialFile(fd: fd, name: name, size: 0)
-        try system("lock \(name)") { flock(fd, LOCK_EX | LOCK_NB) }
-        var named = stat(), opened = stat()
-        guard fstatat(descriptor, name, &named, AT_SYMLINK_NOFOLLOW) == 0, fstat(fd, &opened) == 0,
-              FileIdentity(named) == FileIdentity(opened), opened.st_mode & S_IFMT == S_IFREG else {
+        var opened = stat()
+        guard fstat(fd, &opened) == 0, opened.st_mode & S_IFMT == S_IFREG else {
+            Glibc.close(fd)
             throw SystemError("open \(name)", code: ENOENT)
         }
-        return PartialFile(fd: file.handOver(), name: name, size: UInt64(opened.st_size))
+        let identity = FileIdentity(opened)
+        guard OpenPartials.claim(identity) else {
+            Glibc.close(fd)
+            throw SystemError("lock \(name)", code: EWOULDBLOCK)
+        }
+        let file = PartialFile(fd: fd, name: name, size: 0, claim: identity)
+        try system("lock \(name)") { flock(fd, LOCK_EX | LOCK_NB) }
+        var named = stat()
+        guard fstatat(descriptor, name, &named, AT_SYMLINK_NOFOLLOW) == 0, fstat(fd, &opened) == 0,
+              FileIdentity(named) == identity else {
+            throw SystemError("open \(name)", code: ENOENT)
+        }
+        let (handed, claim) = file.handOver()
+        return PartialFile(fd: handed, name: name, size: UInt64(opened.st_size), claim: claim)
     }
 
     /// Size and modification time (seconds) of a regular file, without opening it.
@@ -193,7 +229,10 @@ extension Directory {
     /// published like any upload's file. `partial` is closed.
     public func stagedFile(from partial: PartialFile) -> StagedFile {
         let size = Int(clamping: partial.size)
-        return StagedFile(fd: partial.handOver(), temporaryName: partial.name, linkByDescriptor: false, size: size)
+        let (fd, claim) = partial.handOver()
+        let file = StagedFile(fd: fd, temporaryName: partial.name, linkByDescriptor: false, size: size)
+        file.claimedPartial = claim
+        return file
     }
 }
 

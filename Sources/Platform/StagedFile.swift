@@ -55,9 +55,19 @@ public final class StagedFile {
         written = size
     }
 
+    /// A partial file handed over for publication stays claimed in this
+    /// process (`OpenPartials`) until it is closed.
+    var claimedPartial: FileIdentity?
+
     deinit {
         if fd >= 0 { Glibc.close(fd) }
         held?.deallocate()
+        if let claimedPartial { OpenPartials.release(claimedPartial) }
+    }
+
+    private func releaseClaim() {
+        if let claimedPartial { OpenPartials.release(claimedPartial) }
+        claimedPartial = nil
     }
 
     var descriptor: Int32 { fd }
@@ -178,6 +188,7 @@ public final class StagedFile {
         let result = Glibc.close(fd)
         let code = errno
         fd = -1
+        releaseClaim()
         if result != 0 { throw SystemError("close", code: code) }
     }
 
@@ -186,6 +197,7 @@ public final class StagedFile {
         if fd >= 0 { Glibc.close(fd) }
         fd = -1
         heldCount = 0
+        releaseClaim()
     }
 }
 
