@@ -84,6 +84,16 @@ import Testing
         #expect(ResumableInfo(decoding: Array("length 1\n".utf8)) == nil)
     }
 
+    @Test func resumableFailuresHaveMetricReasons() {
+        #expect(Metrics.failureReason(status: 460, termination: .completed) == "checksum_mismatch")
+        #expect(Metrics.failureReason(status: 412, termination: .completed) == "precondition_failed")
+        #expect(Metrics.failureReason(status: 410, termination: .completed) == "expired")
+        #expect(UploadFailure.checksumMismatch(algorithm: "sha1").status == 460)
+        #expect(UploadFailure.tusVersion(nil).response.headers.contains { $0.name == "Tus-Version" && $0.value == "1.0.0" })
+        #expect(UploadFailure.tooManyIncomplete(limit: 3).response.headers.contains { $0.name == "Retry-After" })
+        #expect(UploadFailure.offsetMismatch(given: 1, current: 5).response.headers.contains { $0.name == "Upload-Offset" && $0.value == "5" })
+    }
+
     /// The leftover sweep (TemporaryName.matches) must never take a live partial.
     @Test func partialNamesAreNotLeftovers() {
         let id = ResumableStore.newID()
