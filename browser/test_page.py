@@ -178,6 +178,11 @@ def puts(server: Server, name: str) -> list[int | None]:
     return [e.get("status") for e in server.access_log() if e.get("method") == "PUT" and e.get("path") in paths]
 
 
+def tus_creations(server: Server) -> list[int | None]:
+    """The statuses of POST /tus/ (files over 8 MiB go up resumably, docs/resumable.md)."""
+    return [e.get("status") for e in server.access_log() if e.get("method") == "POST" and e.get("path") == "/tus/"]
+
+
 def wait_for(condition, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while True:
@@ -273,8 +278,9 @@ def too_large(browser: Browser, server: Server, upload_dir: str, path: str) -> N
     row = browser.wait_row(first + 1, 60)
     driver.execute_script(f"document.getElementById('app').dataset.maxUploadSize = '{LIMIT}';")
     check("server side: 413 is shown as too large, with the limit",
-          row.get("state") == "error" and row.get("status") == message and 413 in puts(server, name),
-          f"{row} statuses {puts(server, name)}")
+          row.get("state") == "error" and row.get("status") == message
+          and 413 in puts(server, name) + tus_creations(server),
+          f"{row} statuses {puts(server, name) + tus_creations(server)}")
     check("server side: nothing stored", name not in stored(upload_dir) and not temp_files(upload_dir))
 
 

@@ -1,10 +1,19 @@
 // The upload page: every file is its own PUT /upload/<name>, a few at a time,
-// so one failure does not void the others. No framework, no other origin.
+// so one failure does not void the others. Files over RESUMABLE_FROM go up
+// resumably (tus 1.0.0 at /tus/, docs/resumable.md) in chunks: a lost
+// connection is retried with back-off from where the server says, and after a
+// reload the same file (name, size, date) continues where it stopped. No
+// framework, no other origin.
 'use strict';
 
 (function () {
   const PARALLEL = 3;
   const TOKEN_KEY = 'upload-token';  // sessionStorage: this tab only
+  const RESUMABLE_FROM = 8 * 1024 * 1024;
+  const CHUNK = 32 * 1024 * 1024;
+  const RESUME_PREFIX = 'upload-tus:';  // localStorage: name, size, date -> the upload's path
+  const BACKOFF = [1000, 2000, 4000, 8000, 15000, 30000];
+  let resumable = true;  // false once /tus/ answered 404 (turned off): PUT for all
 
   const app = document.getElementById('app');
   const limitText = document.getElementById('limit-text').textContent;
@@ -70,7 +79,7 @@
     li.append(head, progress, status);
     list.append(li);
 
-    const item = { file, li, progress, status, cancel, xhr: null };
+    const item = { file, li, progress, status, cancel, xhr: null, tus: null };
     cancel.addEventListener('click', () => cancelItem(item));
 
     const limit = Number(app.dataset.maxUploadSize) || 0;
@@ -119,6 +128,12 @@
   }
 
   function cancelItem(item) {
+    if (item.tus) {
+      item.tus.cancelled = true;  // the resumable loop settles it and sends DELETE
+      if (item.xhr) item.xhr.abort();
+      if (item.tus.wake) item.tus.wake();
+      return;
+    }
     if (item.xhr) {
       item.xhr.abort();  // its abort event settles it
       return;
@@ -178,6 +193,10 @@
   }
 
   function start(item) {
+    if (resumable && item.file.size > RESUMABLE_FROM) {
+      startResumable(item);
+      return;
+    }
     const xhr = new XMLHttpRequest();
     item.xhr = xhr;
     running += 1;
@@ -195,6 +214,219 @@
       pump();
     });
     xhr.send(item.file);
+  }
+
+  // ---------------------------------------------------------------- resumable (tus)
+
+  function resumeKey(file) {
+    return RESUME_PREFIX + JSON.stringify([file.name, file.size, file.lastModified]);
+  }
+
+  function base64(text) {
+    let binary = '';
+    for (const byte of new TextEncoder().encode(text)) binary += String.fromCharCode(byte);
+    return btoa(binary);
+  }
+
+  // One request of a resumable upload; resolves with the finished XHR, or
+  // rejects with 'network' or 'abort'.
+  function tusRequest(item, method, path, headers, body, onProgress) {
+    return new Promise((resolve, reject) => {
+      const xhr = new XMLHttpRequest();
+      item.xhr = xhr;
+      xhr.open(method, path);
+      xhr.setRequestHeader('Tus-Resumable', '1.0.0');
+      if (token()) xhr.setRequestHeader('Authorization', 'Bearer ' + token());
+      for (const name of Object.keys(headers)) xhr.setRequestHeader(name, headers[name]);
+      if (onProgress) xhr.upload.addEventListener('progress', (event) => onProgress(event.loaded));
+      xhr.addEventListener('load', () => resolve(xhr));
+      xhr.addEventListener('error', () => reject(new Error('network')));
+      xhr.addEventListener('timeout', () => reject(new Error('network')));
+      xhr.addEventListener('abort', () => reject(new Error('abort')));
+      // The next request may have started already (from the promise's continuation).
+      xhr.addEventListener('loadend', () => { if (item.xhr === xhr) item.xhr = null; });
+      xhr.send(body === undefined ? null : body);
+    });
+  }
+
+  // Waits `ms`, or less if Cancel is pressed.
+  function pause(item, ms) {
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      item.tus.wake = () => { clearTimeout(timer); resolve(); };
+    }).then(() => { item.tus.wake = null; });
+  }
+
+  // Where the upload at `path` stands: its offset, or `gone` when the server no
+  // longer has it (expired, terminated, or completed with the answer lost).
+  async function tusStatus(item, path) {
+    const xhr = await tusRequest(item, 'HEAD', path, {});
+    if (xhr.status !== 200) return { gone: xhr.status === 404 || xhr.status === 410, xhr };
+    return {
+      offset: Number(xhr.getResponseHeader('Upload-Offset')),
+      length: Number(xhr.getResponseHeader('Upload-Length')),
+      xhr,
+    };
+  }
+
+  function storedAs(item, encodedName) {
+    let name = encodedName;
+    try { name = decodeURIComponent(encodedName); } catch (error) { /* as sent */ }
+    localStorage.removeItem(resumeKey(item.file));
+    item.progress.value = item.progress.max;
+    item.li.dataset.storedName = name;
+    item.li.dataset.storedSize = String(item.file.size);
+    settle(item, 'done', 'Stored as ' + name + ', ' + formatBytes(item.file.size) + '.');
+  }
+
+  function needsToken(item) {
+    const message = token() ? 'The token was not accepted. Enter it again.' : 'An upload token is needed.';
+    sessionStorage.removeItem(TOKEN_KEY);
+    tokenRequired = true;
+    item.progress.value = 0;
+    wait(item);
+    showTokenState(message);
+  }
+
+  function startResumable(item) {
+    running += 1;
+    item.tus = { cancelled: false, wake: null, path: null };
+    setState(item, 'uploading', '');
+    showProgress(item, 0);
+    runResumable(item).catch((error) => {
+      if (item.tus.cancelled || (error && error.message === 'abort')) {
+        if (item.tus.path) {
+          // Cancel ends the upload on the server too (termination).
+          tusRequest({ xhr: null }, 'DELETE', item.tus.path, {}).catch(() => {});
+        }
+        localStorage.removeItem(resumeKey(item.file));
+        cancelled(item);
+      } else {
+        fail(item, 'Server unreachable.');
+      }
+    }).finally(() => {
+      item.tus = null;
+      running -= 1;
+      pump();
+    });
+  }
+
+  async function runResumable(item) {
+    const file = item.file;
+    const key = resumeKey(file);
+    let offset = 0;
+    let path = localStorage.getItem(key);
+    if (path) {
+      const known = await tusStatus(item, path);
+      if (known.offset !== undefined && known.length === file.size) {
+        offset = known.offset;
+        showProgress(item, offset);
+      } else {
+        localStorage.removeItem(key);
+        path = null;
+      }
+    }
+    if (!path) {
+      const created = await tusRequest(item, 'POST', '/tus/', {
+        'Upload-Length': String(file.size),
+        'Upload-Metadata': 'filename ' + base64(file.name),
+      });
+      if (created.status === 404) {
+        // Resumable uploads are turned off on this server: one PUT instead.
+        resumable = false;
+        queue.unshift(item);  // started again by the pump below, as a PUT
+        return;
+      }
+      if (created.status === 401) {
+        needsToken(item);
+        return;
+      }
+      if (created.status !== 201 || !created.getResponseHeader('Location')) {
+        fail(item, errorText(created));
+        return;
+      }
+      // Only the path: the page talks to its own origin (CSP connect-src 'self').
+      path = new URL(created.getResponseHeader('Location'), window.location.href).pathname;
+      localStorage.setItem(key, path);
+    }
+    item.tus.path = path;
+
+    let attempt = 0;
+    while (!item.tus.cancelled) {
+      try {
+        const end = Math.min(offset + CHUNK, file.size);
+        const start = offset;
+        const xhr = await tusRequest(item, 'PATCH', path, {
+          'Upload-Offset': String(offset),
+          'Content-Type': 'application/offset+octet-stream',
+        }, file.slice(offset, end), (loaded) => showProgress(item, start + loaded));
+        if (xhr.status === 204) {
+          attempt = 0;
+          offset = Number(xhr.getResponseHeader('Upload-Offset'));
+          showProgress(item, offset);
+          const name = xhr.getResponseHeader('Upload-Name');
+          if (name) {
+            storedAs(item, name);
+            return;
+          }
+          continue;
+        }
+        if (xhr.status === 401) {
+          needsToken(item);
+          return;
+        }
+        if (xhr.status === 409 || xhr.status === 460 || xhr.status >= 500) {
+          // Out of step, busy or damaged on the way: ask where it stands.
+          const known = await tusStatus(item, path);
+          if (known.gone) {
+            localStorage.removeItem(key);
+            fail(item, xhr.status === 409 ? errorText(xhr) : 'The upload expired on the server; choose the file again.');
+            return;
+          }
+          if (known.offset === undefined) {
+            fail(item, errorText(known.xhr));
+            return;
+          }
+          offset = known.offset;
+          if (xhr.status === 409 && attempt === 0) {
+            attempt += 1;
+            continue;
+          }
+        } else if (xhr.status === 404 || xhr.status === 410) {
+          localStorage.removeItem(key);
+          fail(item, 'The upload expired on the server; choose the file again.');
+          return;
+        } else {
+          fail(item, errorText(xhr));
+          return;
+        }
+      } catch (error) {
+        if (item.tus.cancelled || error.message === 'abort') throw error;
+        // The connection dropped: wait, then continue from the server's offset.
+      }
+      const delay = BACKOFF[Math.min(attempt, BACKOFF.length - 1)];
+      attempt += 1;
+      setState(item, 'retrying', 'Connection lost, resuming\u2026');
+      await pause(item, delay);
+      if (item.tus.cancelled) break;
+      try {
+        const known = await tusStatus(item, path);
+        if (known.gone) {
+          localStorage.removeItem(key);
+          fail(item, 'The upload expired on the server; choose the file again.');
+          return;
+        }
+        if (known.offset !== undefined) {
+          offset = known.offset;
+          setState(item, 'uploading', '');
+          showProgress(item, offset);
+        }
+      } catch (error) {
+        if (error.message === 'abort') throw error;
+        // still unreachable: the next round waits longer
+      }
+    }
+    throw new Error('abort');
   }
 
   function pump() {

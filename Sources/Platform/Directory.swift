@@ -34,6 +34,8 @@ public final class Directory: Sendable {
 
     deinit { Glibc.close(fd) }
 
+    var descriptor: Int32 { fd }
+
     /// `mkdir -p`.
     public static func createPath(_ path: String, mode: mode_t = 0o755) throws(SystemError) {
         var prefix = path.hasPrefix("/") ? "/" : ""
@@ -281,7 +283,7 @@ public enum EntryKind: Sendable, Equatable {
     case other
 }
 
-struct FileIdentity: Equatable {
+struct FileIdentity: Hashable {
     let device: UInt64
     let inode: UInt64
 

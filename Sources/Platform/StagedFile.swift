@@ -47,15 +47,27 @@ public final class StagedFile {
     /// The most this file can grow to, when the request says (its Content-Length).
     public var sizeLimit: Int?
 
-    init(fd: Int32, temporaryName: String?, linkByDescriptor: Bool) {
+    /// `size`: bytes already in the file (a resumable upload's, published as a whole).
+    init(fd: Int32, temporaryName: String?, linkByDescriptor: Bool, size: Int = 0) {
         self.fd = fd
         self.temporaryName = temporaryName
         self.linkByDescriptor = linkByDescriptor
+        written = size
     }
+
+    /// A partial file handed over for publication stays claimed in this
+    /// process (`OpenPartials`) until it is closed.
+    var claimedPartial: FileIdentity?
 
     deinit {
         if fd >= 0 { Glibc.close(fd) }
         held?.deallocate()
+        if let claimedPartial { OpenPartials.release(claimedPartial) }
+    }
+
+    private func releaseClaim() {
+        if let claimedPartial { OpenPartials.release(claimedPartial) }
+        claimedPartial = nil
     }
 
     var descriptor: Int32 { fd }
@@ -174,7 +186,10 @@ public final class StagedFile {
     /// only here (NFS, quotas).
     public func closeChecked() throws(SystemError) {
         guard fd >= 0 else { return }
-        defer { fd = -1 }
+        defer {
+            fd = -1
+            releaseClaim()
+        }
         try syscall("close", retrying: false) { Glibc.close(fd) }
     }
 
@@ -183,5 +198,6 @@ public final class StagedFile {
         if fd >= 0 { Glibc.close(fd) }
         fd = -1
         heldCount = 0
+        releaseClaim()
     }
 }

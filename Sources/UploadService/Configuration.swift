@@ -26,6 +26,10 @@ public struct Configuration: Sendable, Equatable {
     public var publicNames: [String] = []
     /// Serve the upload page at `/`.
     public var web = true
+    /// An incomplete resumable upload (tus, `/tus/`) is removed this long after its last byte.
+    public var resumableExpirySeconds = 86_400
+    /// Incomplete resumable uploads in the upload directory at most; 0 turns `/tus/` off.
+    public var resumableLimit = 1000
 
     /// Four threads per processor: creating and naming a file blocks on the
     /// directory's lock, and with one thread per core the cores wait with it
@@ -158,6 +162,12 @@ public enum CommandLineParser {
         .boolean("--fsync", "FSYNC", help: "a 200 means the files reached the disk: fdatasync each, fsync the directory (default false)",
                  \.durable),
         .boolean("--web", "WEB", help: "serve the upload page at / (default true)", \.web),
+        Option(flag: "--resumable-expiry", environment: "RESUMABLE_EXPIRY", valueName: "DURATION",
+               help: "remove an incomplete resumable upload (/tus/) this long after its last byte: 90s, 30m, 24h, 7d (default 24h)",
+               field: \.resumableExpirySeconds) { DurationText.parse($0) },
+        .number("--resumable-limit", "RESUMABLE_LIMIT", "N",
+                help: "incomplete resumable uploads in the upload directory at most; 0 turns /tus/ off (default 1000)",
+                in: 0...1_000_000, \.resumableLimit),
     ]
 
     private static func parseBool(_ value: String) -> Bool? {

@@ -69,6 +69,10 @@ public enum LogEvent: String, CaseIterable, Sendable {
     case noToken = "no_token"
     case networkFilesystem = "network_filesystem"
     case removedLeftovers = "removed_leftovers"
+    case resumableUploads = "resumable_uploads"
+    case resumableExpired = "resumable_expired"
+    case resumableLimit = "resumable_limit"
+    case resumableCutOff = "resumable_cut_off"
     case connectionRefused = "connection_refused"
     case uploadFailed = "upload_failed"
     case uploadAbandoned = "upload_abandoned"
@@ -81,8 +85,8 @@ public enum LogEvent: String, CaseIterable, Sendable {
 
     public var level: Level {
         switch self {
-        case .started, .removedLeftovers, .stopping, .stopped: .info
-        case .connectionLimitLowered, .noToken, .networkFilesystem, .connectionRefused, .uploadFailed, .uploadAbandoned, .httpDaemon: .warning
+        case .started, .removedLeftovers, .resumableUploads, .resumableExpired, .stopping, .stopped: .info
+        case .connectionLimitLowered, .noToken, .networkFilesystem, .connectionRefused, .resumableLimit, .resumableCutOff, .uploadFailed, .uploadAbandoned, .httpDaemon: .warning
         case .uploadDirectoryUnavailable: .error
         }
     }

@@ -12,6 +12,8 @@ public final class UploadApplication: HTTPApplication {
     let connections: ConnectionPolicy
     private let settings: Upload.Settings
     private let page: WebPage?
+    /// Resumable uploads (tus), `Resumable.swift`.
+    let resumable: ResumableStore
 
     public init(config: Configuration, directory: UploadDirectory, staging: Staging, connectionLimit: Int,
                 stagedFilesLimit: Int, log: Log) {
@@ -25,6 +27,8 @@ public final class UploadApplication: HTTPApplication {
                                    budget: StagingBudget(limit: stagedFilesLimit), uploads: uploads,
                                    metrics: metrics, log: log)
         page = config.web ? WebPage(maxUploadSize: config.maxUploadSize, tokenRequired: config.token != nil) : nil
+        resumable = ResumableStore(expirySeconds: config.resumableExpirySeconds, limit: config.resumableLimit)
+        startResumable()
     }
 
     public func connectionOpened(from group: AddressGroup) -> Admission {
@@ -66,6 +70,7 @@ public final class UploadApplication: HTTPApplication {
             default: return reject(.methodNotAllowed(allow: "PUT, OPTIONS"))
             }
         }
+        if path == "/tus" || path.hasPrefix("/tus/") { return beginResumable(head) }
         switch (path, method) {
         case ("/healthz", "GET"), ("/healthz", "HEAD"):
             return .respond(.json(200, .object([("status", .string("ok"))])))
@@ -144,7 +149,7 @@ public final class UploadApplication: HTTPApplication {
 
     /// What every upload must pass before its body is read: the browser checks,
     /// the token, the announced size.
-    private func checkUpload(_ head: borrowing RequestHead) -> UploadFailure? {
+    func checkUpload(_ head: borrowing RequestHead) -> UploadFailure? {
         if let refusal = checkBrowser(head) { return refusal }
         if let token = config.token, !Self.bearer(head.header("Authorization"), matches: token) {
             return .unauthorized
@@ -173,7 +178,7 @@ public final class UploadApplication: HTTPApplication {
     /// `Host`. It must also come from the server's own origin or an allowed one:
     /// without a token, any page a user opens could otherwise store files here.
     /// Clients that send neither header (curl, scripts) are not affected.
-    private func checkBrowser(_ head: borrowing RequestHead) -> UploadFailure? {
+    func checkBrowser(_ head: borrowing RequestHead) -> UploadFailure? {
         let origin = head.header("Origin")
         guard origin != nil || head.header("Sec-Fetch-Site") != nil || head.header("Sec-Fetch-Mode") != nil else {
             return nil
@@ -184,14 +189,14 @@ public final class UploadApplication: HTTPApplication {
         return nil
     }
 
-    private func originAllowed(_ origin: String, host: String) -> Bool {
+    func originAllowed(_ origin: String, host: String) -> Bool {
         if origin == "http://" + host || origin == "https://" + host { return true }
         return config.allowedOrigins.contains("*") || config.allowedOrigins.contains(origin)
     }
 
     /// For an allowed cross-origin request: what lets the browser read the answer,
     /// errors included (a page told "network error" cannot ask for the token).
-    private func corsHeaders(_ head: borrowing RequestHead) -> [(name: String, value: String)] {
+    func corsHeaders(_ head: borrowing RequestHead) -> [(name: String, value: String)] {
         guard !config.allowedOrigins.isEmpty, let origin = head.header("Origin"),
               originAllowed(origin, host: head.header("Host") ?? "") else { return [] }
         return [(name: "Access-Control-Allow-Origin", value: origin), (name: "Vary", value: "Origin")]
@@ -209,7 +214,7 @@ public final class UploadApplication: HTTPApplication {
         return .respond(Response(status: 204, body: [], headers: headers))
     }
 
-    private func reject(_ failure: UploadFailure, cors: [(name: String, value: String)] = []) -> RequestAction {
+    func reject(_ failure: UploadFailure, cors: [(name: String, value: String)] = []) -> RequestAction {
         .respond(failure.response.adding(cors))
     }
 

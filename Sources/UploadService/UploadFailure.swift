@@ -18,6 +18,23 @@ public enum UploadFailure: Error, Equatable, Sendable {
     case busy
     case connectionRefused(ConnectionRefusal)
     case internalError(String)
+    // Resumable uploads (tus, `Resumable`).
+    /// No or another `Tus-Resumable` than 1.0.0.
+    case tusVersion(String?)
+    /// `Upload-Offset` is not where the upload is.
+    case offsetMismatch(given: UInt64, current: UInt64)
+    /// Another request (here or in another instance) is writing that upload.
+    case uploadLocked
+    /// `Upload-Checksum` does not match the request's body: nothing of it is kept.
+    case checksumMismatch(algorithm: String)
+    /// The upload expired (`--resumable-expiry`) and its bytes are removed.
+    case uploadExpired
+    /// Bytes past `Upload-Length`.
+    case lengthExceeded(length: UInt64)
+    /// A body of another media type than the one the request needs.
+    case wrongMediaType(expected: String, got: String)
+    /// `--resumable-limit` incomplete uploads in the directory already.
+    case tooManyIncomplete(limit: Int)
 
     public var status: Int {
         switch self {
@@ -32,6 +49,13 @@ public enum UploadFailure: Error, Equatable, Sendable {
         case .noSpace: 507
         case .busy, .connectionRefused: 503
         case .internalError: 500
+        case .tusVersion: 412
+        case .offsetMismatch, .uploadLocked: 409
+        case .checksumMismatch: 460
+        case .uploadExpired: 410
+        case .lengthExceeded: 413
+        case .wrongMediaType: 415
+        case .tooManyIncomplete: 503
         }
     }
 
@@ -53,6 +77,15 @@ public enum UploadFailure: Error, Equatable, Sendable {
         case .connectionRefused(.busy): "the server is busy and this address holds many connections; try again shortly"
         case .connectionRefused(.addressLimit): "too many connections from this address; see --connections-per-address"
         case .internalError(let detail): detail
+        case .tusVersion(let given):
+            "this is tus 1.0.0: send Tus-Resumable: 1.0.0" + (given.map { " (got \"\($0.count > 32 ? String($0.prefix(32)) + "…" : $0)\")" } ?? "")
+        case .offsetMismatch(let given, let current): "Upload-Offset is \(given), but the upload has \(current) bytes; continue from there"
+        case .uploadLocked: "another request is writing this upload; try again shortly"
+        case .checksumMismatch(let algorithm): "the body does not match its \(algorithm) Upload-Checksum; none of it was kept"
+        case .uploadExpired: "the upload expired and its bytes were removed; start a new one"
+        case .lengthExceeded(let length): "the upload's length is \(length) bytes; bytes past it are refused and none of this request's were kept"
+        case .wrongMediaType(let expected, let type): "expected \(expected), got \(type.isEmpty ? "no Content-Type" : type)"
+        case .tooManyIncomplete(let limit): "\(limit) incomplete resumable uploads are waiting already; finish or delete some, or try again later"
         }
     }
 
@@ -61,9 +94,12 @@ public enum UploadFailure: Error, Equatable, Sendable {
         switch self {
         case .methodNotAllowed(let allow): headers.append((name: "Allow", value: allow))
         case .unauthorized: headers.append((name: "WWW-Authenticate", value: "Bearer"))
-        case .busy: headers.append((name: "Retry-After", value: "1"))
+        case .busy, .uploadLocked: headers.append((name: "Retry-After", value: "1"))
         case .connectionRefused:
             headers += [(name: "Retry-After", value: "1"), (name: "Connection", value: "close")]
+        case .tooManyIncomplete: headers.append((name: "Retry-After", value: "60"))
+        case .tusVersion: headers.append((name: "Tus-Version", value: "1.0.0"))
+        case .offsetMismatch(_, let current): headers.append((name: "Upload-Offset", value: String(current)))
         default: break
         }
         let body = JSON.object([("error", .string(message))]).text + "\n"

@@ -165,7 +165,8 @@ import Testing
                            "UPLOAD_TOKEN": "t", "SHUTDOWN_GRACE": "2", "STAGING": "named",
                            "CONNECTIONS_PER_ADDRESS": "0", "FSYNC": "true", "WEB": "false",
                            "PUBLIC_NAME": "Uploads.Example.com, files.example.org",
-                           "ALLOW_ORIGIN": "https://a.example, http://b.example:8080"]
+                           "ALLOW_ORIGIN": "https://a.example, http://b.example:8080",
+                           "RESUMABLE_EXPIRY": "2h", "RESUMABLE_LIMIT": "7"]
         // UPLOAD_TOKEN_FILE: a secret mounted as a file, its newline dropped.
         #expect(throws: ConfigurationError.self) { try serve([], ["UPLOAD_TOKEN_FILE": "/nonexistent"]) }
         let tokenFile = "/tmp/upload-server-token-\(UInt32.random(in: .min ... .max))"
@@ -193,6 +194,8 @@ import Testing
         #expect(fromEnvironment.durable)
         #expect(!fromEnvironment.web)
         #expect(fromEnvironment.allowedOrigins == ["https://a.example", "http://b.example:8080"])
+        #expect(fromEnvironment.resumableExpirySeconds == 7_200)
+        #expect(fromEnvironment.resumableLimit == 7)
         #expect(Set(CommandLineParser.environmentNames) == Set(environment.keys).union(["UPLOAD_TOKEN_FILE"]))
         #expect(try serve(["--fsync"]).durable)
         #expect(try serve(["--fsync", "--port", "1"]).durable)

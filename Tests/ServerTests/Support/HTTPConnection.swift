@@ -183,7 +183,7 @@ extension HTTPConnection {
     }
 
     /// `Host: test` unless the test gives its own.
-    private static func defaultHost(_ headers: [String]) -> String {
+    static func defaultHost(_ headers: [String]) -> String {
         headers.contains { $0.lowercased().hasPrefix("host:") } ? "" : "Host: test\r\n"
     }
 
