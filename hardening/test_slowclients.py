@@ -255,7 +255,9 @@ async def _run(binary: str, options) -> None:
                     writer.write(line)
                     sent += len(line)
                     await asyncio.wait_for(writer.drain(), 5)
-                    if reader.at_eof():
+                    # The server answers 431 and then drains what still comes (a lingering
+                    # close, so that the answer is not lost to a reset): stop once it answered.
+                    if reader.at_eof() or len(reader._buffer) > 0:
                         break
             except (TimeoutError, OSError, ConnectionError):
                 pass
