@@ -62,8 +62,8 @@ SIZES = [
 ]
 
 # A marker per suite, from its file: hardening/test_<suite>.py, browser/, proxy/.
-SUITE_MARKERS = {"load", "soak", "faults", "fuzz", "slowclients", "limits", "multi", "gluster", "library", "mutants",
-                 "browser", "proxy"}
+SUITE_MARKERS = {"load", "soak", "faults", "fuzz", "slowclients", "limits", "multi", "gluster", "tus", "library",
+                 "mutants", "browser", "proxy"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
