@@ -3,8 +3,9 @@ test, the server under test, nginx, a small HTTP/1.1 client over raw sockets,
 multipart bodies, tus requests, /proc readings and headless chromium. The fixtures
 built on them are in the top-level conftest.py.
 
-Python 3.11 standard library only (selenium is imported by Browser, when one starts). Every wait has a deadline; every server is
-started on 127.0.0.1 with --port 0 and killed (by its own pid) on the way out.
+Python 3.11 standard library only (Browser imports selenium when one starts). Every
+wait has a deadline; every server is started on 127.0.0.1 with --port 0 (a restart may
+keep its port) and killed (by its own pid) on the way out.
 """
 
 from __future__ import annotations
