@@ -17,6 +17,8 @@ Fixtures (each one helper in hardening/common.py, stopped and cleaned up after t
              when nginx is not installed
   netns      netns(count) makes network namespaces joined by veth pairs; skips without
              root or where ip netns is not permitted
+  browser    a headless chromium (common.Browser); skips without selenium, chromium or
+             chromedriver
 A test that calls common.REPORT.check(...) fails when any check failed (every failed
 check is listed), and is skipped when it only skipped (REPORT.skip) with the reason.
 """
@@ -34,7 +36,7 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(ROOT, "hardening"))
 
 import common  # noqa: E402  (after the path)
-from common import REPORT, Nginx, Server, Workspace  # noqa: E402
+from common import REPORT, Browser, Nginx, Server, Workspace  # noqa: E402
 
 # Sizes and counts of the suites: (option, type, environment twin, default, help).
 SIZES = [
@@ -60,8 +62,8 @@ SIZES = [
 ]
 
 # A marker per suite, from its file: hardening/test_<suite>.py, browser/, proxy/.
-SUITE_MARKERS = {"load", "soak", "faults", "fuzz", "slowclients", "limits", "multi", "gluster", "library", "mutants",
-                 "browser", "proxy"}
+SUITE_MARKERS = {"load", "soak", "faults", "fuzz", "slowclients", "limits", "multi", "gluster", "tus", "library",
+                 "mutants", "browser", "proxy"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -242,3 +244,14 @@ def netns():
     yield create
     for namespaces in made:
         namespaces.cleanup()
+
+
+@pytest.fixture
+def browser():
+    """A started common.Browser (headless chromium), quit after the test."""
+    why = common.browser_missing()
+    if why is not None:
+        pytest.skip(why)
+    one = Browser()
+    yield one
+    one.quit()

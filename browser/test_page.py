@@ -11,31 +11,22 @@ networking off. (Whether WebAssets.swift matches web/ is scripts/test's
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import re
 import time
 import urllib.parse
 
-import pytest
-
-from common import HOST, REPORT, TEMP_PREFIX, MiB, Server, file_sha256, request, temp_files
+from common import FINAL, HOST, REPORT, Browser, MiB, Server, file_sha256, make_file, request, stored, temp_files
 
 try:
-    from selenium import webdriver
-    from selenium.common.exceptions import WebDriverException
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
-except ImportError:  # still collected: the test skips
-    webdriver = None
-    WebDriverException = Exception
+except ImportError:  # still collected: the browser fixture skips
+    pass
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
 
 LIMIT = 64 * MiB
 TOKEN = "browser-test-token"
@@ -46,20 +37,6 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' 
        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 # Throttled so that a 40 MiB upload takes several seconds: long enough to watch its bar.
 SLOW_BYTES_PER_SECOND = 6 * MiB
-
-# Every file row of the page, as the test reads it.
-ROWS_JS = """
-return Array.from(document.querySelectorAll('#files .file')).map((li) => ({
-  name: li.querySelector('.file-name').textContent,
-  state: li.dataset.state,
-  status: li.querySelector('.file-status').textContent,
-  storedName: li.dataset.storedName || null,
-  storedSize: li.dataset.storedSize === undefined ? null : Number(li.dataset.storedSize),
-  value: li.querySelector('progress').value,
-  max: li.querySelector('progress').max,
-  cancellable: li.querySelector('button.cancel') !== null,
-}));
-"""
 
 # Drops files made in the page on the drop zone, as a drag from the desktop would.
 DROP_JS = """
@@ -81,9 +58,6 @@ return Array.from(document.querySelectorAll('input, button, progress, select, te
   .map((el) => el.outerHTML.slice(0, 80));
 """
 
-FINAL = ("done", "error", "cancelled")
-
-
 def limit_shown(text: str) -> bool:
     """The page states the limit as the server words it: `64 MiB` or `64MiB`."""
     return text.replace(" ", "") == "64MiB"
@@ -94,82 +68,11 @@ def check(name: str, ok: bool, detail: str = "") -> bool:
     return REPORT.check(name, ok, "" if ok else detail)
 
 
-class Browser:
-    """One headless chromium with the performance log on (every request it makes)."""
-
-    def __init__(self, scripts: bool = True) -> None:
-        options = webdriver.ChromeOptions()
-        options.binary_location = CHROMIUM
-        for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                     "--window-size=900,760", "--no-first-run", "--no-default-browser-check",
-                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     "--disable-default-apps", "--disable-extensions", "--lang=en-US",
-                     # Any host name but loopback fails to resolve: nothing leaves the machine.
-                     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"):
-            options.add_argument(flag)
-        if not scripts:
-            options.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2})
-        options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
-        service = Service(executable_path=CHROMEDRIVER)
-        self.driver = webdriver.Chrome(options=options, service=service)
-        self.requests: list[str] = []  # every URL the browser asked for
-        self.console: list[str] = []
-
-    def quit(self) -> None:
-        self.driver.quit()
-
-    def drain_logs(self) -> None:
-        for entry in self.driver.get_log("performance"):
-            message = json.loads(entry["message"])["message"]
-            if message.get("method") == "Network.requestWillBeSent":
-                self.requests.append(message["params"]["request"]["url"])
-        self.console += [entry["message"] for entry in self.driver.get_log("browser")]
-
-    def throttle(self, bytes_per_second: int | None) -> None:
-        self.driver.execute_cdp_cmd("Network.enable", {})
-        self.driver.execute_cdp_cmd("Network.emulateNetworkConditions", {
-            "offline": False, "latency": 0, "downloadThroughput": -1,
-            "uploadThroughput": bytes_per_second if bytes_per_second else -1})
-
-    def rows(self) -> list[dict]:
-        return self.driver.execute_script(ROWS_JS)
-
-    def pick(self, *paths: str) -> None:
-        self.driver.find_element(By.ID, "file-input").send_keys("\n".join(paths))
-
-    def wait_rows(self, first: int, count: int, timeout: float, states=FINAL) -> list[dict]:
-        """Rows first..first+count once they all are in one of `states` (or as they are at the deadline)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            rows = self.rows()[first:first + count]
-            if (len(rows) == count and all(r["state"] in states for r in rows)) or time.monotonic() > deadline:
-                return rows
-            time.sleep(0.05)
-
-    def wait_row(self, index: int, timeout: float, states=FINAL) -> dict:
-        rows = self.wait_rows(index, 1, timeout, states)
-        return rows[0] if rows else {}
-
-
-def make_file(path: str, size: int, rng: random.Random) -> str:
-    with open(path, "wb") as f:
-        left = size
-        while left:
-            block = min(left, 4 * MiB)
-            f.write(rng.randbytes(block))
-            left -= block
-    return path
-
-
 def sparse_file(path: str, size: int) -> str:
     """For files whose bytes never reach the disk: only their size matters."""
     with open(path, "wb") as f:
         f.truncate(size)
     return path
-
-
-def stored(upload_dir: str) -> list[str]:
-    return sorted(n for n in os.listdir(upload_dir) if not n.startswith(TEMP_PREFIX))
 
 
 def puts(server: Server, name: str) -> list[int | None]:
@@ -181,19 +84,6 @@ def puts(server: Server, name: str) -> list[int | None]:
 def tus_creations(server: Server) -> list[int | None]:
     """The statuses of POST /tus/ (files over 8 MiB go up resumably, docs/resumable.md)."""
     return [e.get("status") for e in server.access_log() if e.get("method") == "POST" and e.get("path") == "/tus/"]
-
-
-def wait_for(condition, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if condition():
-                return True
-        except WebDriverException:
-            pass  # the tab is between two documents (a form was sent)
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
 
 
 # --------------------------------------------------------------------------- checks
@@ -293,7 +183,7 @@ def parallel_and_cancel(browser: Browser, upload_dir: str, paths: list[str]) -> 
         rows = browser.rows()[first:]
         return len(rows) == 4 and sum(r["state"] == "uploading" and r["value"] > 0 for r in rows) == 3
 
-    running = wait_for(three_running, 20)
+    running = browser.wait_for(three_running, 20)
     rows = browser.rows()[first:]
     check("three at a time: three files upload, the fourth waits",
           running and [r["state"] for r in rows].count("queued") == 1, str(rows))
@@ -308,7 +198,7 @@ def parallel_and_cancel(browser: Browser, upload_dir: str, paths: list[str]) -> 
     check("cancel: the waiting file was never sent",
           not any(rows[waiting]["name"] in urllib.parse.unquote(u) for u in browser.requests))
     check("cancel: nothing stored, no temporary file left",
-          wait_for(lambda: not set(map(os.path.basename, paths)) & set(stored(upload_dir))
+          browser.wait_for(lambda: not set(map(os.path.basename, paths)) & set(stored(upload_dir))
                    and not temp_files(upload_dir), 10),
           str(os.listdir(upload_dir)))
 
@@ -392,7 +282,7 @@ def token_mode(browser: Browser, server: Server, upload_dir: str, path: str) -> 
 
     field = driver.find_element(By.ID, "token-input")
     field.send_keys("wrong-token", Keys.ENTER)
-    wait_for(lambda: 401 in puts(server, name) and form.is_displayed(), 10)
+    browser.wait_for(lambda: 401 in puts(server, name) and form.is_displayed(), 10)
     message = driver.find_element(By.ID, "token-message").text
     check("token: a wrong token is refused and asked for again",
           401 in puts(server, name) and form.is_displayed() and "not accepted" in message
@@ -424,7 +314,7 @@ def without_javascript(port: int, upload_dir: str, path: str) -> None:
         driver.get(f"http://{HOST}:{port}/")
         driver.find_element(By.ID, "file-input").send_keys(path)
         driver.find_element(By.ID, "upload-button").click()
-        wait_for(lambda: driver.current_url.endswith("/upload")
+        browser.wait_for(lambda: driver.current_url.endswith("/upload")
                  and driver.execute_script("return document.readyState;") == "complete", 20)
         text = driver.find_element(By.TAG_NAME, "body").text
         name = os.path.basename(path)
@@ -436,20 +326,6 @@ def without_javascript(port: int, upload_dir: str, path: str) -> None:
 
 
 # --------------------------------------------------------------------------- the test
-
-@pytest.fixture
-def browser():
-    if webdriver is None:
-        pytest.skip("selenium is not installed (pip install selenium; scripts/test does for its browser stage)")
-    for path, package in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
-        if not os.access(path, os.X_OK):
-            pytest.skip(f"no {path} (apt-get install {package})")
-    # Selenium is given both paths; it must not look for (or download) a browser.
-    os.environ["SE_OFFLINE"] = "true"
-    one = Browser()
-    yield one
-    one.quit()
-
 
 def test_upload_page(browser, server, workspace, options):
     rng = random.Random(20261201)

@@ -1,15 +1,17 @@
 """Shared pieces of the pytest suites (hardening/, browser/, proxy/): the checks of a
 test, the server under test, nginx, a small HTTP/1.1 client over raw sockets,
-multipart bodies and /proc readings. The fixtures built on them are in the top-level
-conftest.py.
+multipart bodies, tus requests, /proc readings and headless chromium. The fixtures
+built on them are in the top-level conftest.py.
 
-Python 3.11 standard library only. Every wait has a deadline; every server is
-started on 127.0.0.1 with --port 0 and killed (by its own pid) on the way out.
+Python 3.11 standard library only (Browser imports selenium when one starts). Every
+wait has a deadline; every server is started on 127.0.0.1 with --port 0 (a restart may
+keep its port) and killed (by its own pid) on the way out.
 """
 
 from __future__ import annotations
 
 import atexit
+import base64
 import contextlib
 import dataclasses
 import hashlib
@@ -145,17 +147,24 @@ class Server:
         self.err_path = os.path.join(self.workdir, f"{name}.stderr.log")
         self.env = dict(env or {})
         self.process: subprocess.Popen | None = None
+        self.host = HOST
         self.port = 0
         self.exit_code: int | None = None
 
-    def start(self, timeout: float = 15) -> Server:
+    def url(self, path: str = "/") -> str:
+        return f"http://{self.host}:{self.port}{path}"
+
+    def start(self, timeout: float = 15, port: int = 0) -> Server:
+        """Starts the binary on `port` (0: a free one; a restart may ask for its old one)."""
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         # Sanitizer settings reach a sanitized binary.
         for key in ("ASAN_OPTIONS", "TSAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"):
             if key in os.environ:
                 env[key] = os.environ[key]
         env.update(self.env)
-        argv = [self.binary, "--host", HOST, "--port", "0", "--upload-dir", self.upload_dir] + self.args
+        argv = [self.binary, "--host", HOST, "--port", str(port), "--upload-dir", self.upload_dir] + self.args
+        # A restart appends to the same log: its own `started` event is the one after these.
+        earlier = len(self.events("started"))
         out = open(self.log_path, "ab")
         err = open(self.err_path, "ab")
         self.process = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
@@ -166,7 +175,7 @@ class Server:
         STARTED.append(self)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for event in self.events("started"):
+            for event in self.events("started")[earlier:]:
                 self.port = int(event["port"])
                 return self
             if self.process.poll() is not None:
@@ -302,6 +311,11 @@ class Server:
             return None
         _LIVE.pop(self.process.pid, None)
         return self.exit_code
+
+    def kill(self) -> int | None:
+        """SIGKILL (a crash: nothing is cleaned up); returns the exit code."""
+        self.signal(signal.SIGKILL)
+        return self.wait(10)
 
     def stop(self, timeout: float = 10) -> int | None:
         """SIGTERM, then SIGKILL after `timeout`; returns the exit code."""
@@ -529,7 +543,9 @@ class Conn:
         self.buffer += data
         return True
 
-    def read_response(self, timeout: float | None = None, skip_informational: bool = True) -> Response:
+    def read_response(self, timeout: float | None = None, skip_informational: bool = True,
+                      to_head: bool = False) -> Response:
+        """The next response; `to_head`: the answer to a HEAD request (no body, whatever its headers say)."""
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while True:
             while b"\r\n\r\n" not in self.buffer:
@@ -540,7 +556,9 @@ class Conn:
             if 100 <= status < 200 and skip_informational:
                 continue
             break
-        if "content-length" in headers:
+        if to_head or status in (204, 304):
+            body = b""
+        elif "content-length" in headers:
             length = int(headers["content-length"])
             while len(self.buffer) < length:
                 if not self._fill(deadline):
@@ -588,16 +606,23 @@ class Conn:
             got_data = True
 
 
+def request_head(port: int, method: str, path: str, headers: dict[str, str] | None = None,
+                 length: int | None = None, host: str = HOST) -> bytes:
+    """A request's head; `length` is its Content-Length (None: no body)."""
+    head = f"{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+    for key, value in (headers or {}).items():
+        head += f"{key}: {value}\r\n"
+    if length is not None:
+        head += f"Content-Length: {length}\r\n"
+    return (head + "\r\n").encode("latin-1")
+
+
 def request(port: int, method: str, path: str, headers: dict[str, str] | None = None,
-            body: bytes = b"", timeout: float = 10) -> Response:
-    with Conn(port, timeout=timeout) as conn:
-        head = f"{method} {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
-        for key, value in (headers or {}).items():
-            head += f"{key}: {value}\r\n"
-        if body or method in ("POST", "PUT"):
-            head += f"Content-Length: {len(body)}\r\n"
-        conn.send((head + "\r\n").encode("latin-1"), body)
-        return conn.read_response(timeout)
+            body: bytes = b"", timeout: float = 10, host: str = HOST) -> Response:
+    with Conn(port, timeout=timeout, host=host) as conn:
+        length = len(body) if body or method in ("POST", "PUT") else None
+        conn.send(request_head(port, method, path, headers, length, host), body)
+        return conn.read_response(timeout, to_head=method == "HEAD")
 
 
 def healthz(port: int, timeout: float = 1.0) -> tuple[bool, float, str]:
@@ -607,6 +632,44 @@ def healthz(port: int, timeout: float = 1.0) -> tuple[bool, float, str]:
         return response.status == 200, time.monotonic() - start, str(response.status)
     except (OSError, Closed, ValueError) as error:
         return False, time.monotonic() - start, f"{type(error).__name__}: {error}"
+
+
+# --------------------------------------------------------------------------- tus
+
+TUS = {"Tus-Resumable": "1.0.0"}
+TUS_PREFIX = ".upload-tus-"   # an incomplete upload: .upload-tus-<id> (its bytes) and .upload-tus-<id>.info
+
+
+def tus_create(port: int, length: int, name: str, host: str = HOST, timeout: float = 10) -> tuple[Response, str]:
+    """POST /tus/ for an upload of `length` bytes stored as `name`: (the answer, the
+    path of its Location, "" without one)."""
+    response = request(port, "POST", "/tus/", {**TUS, "Upload-Length": str(length),
+                                               "Upload-Metadata": "filename " + base64.b64encode(name.encode()).decode()},
+                       timeout=timeout, host=host)
+    location = response.headers.get("location", "")
+    return response, "/" + location.split("/", 3)[3] if location.count("/") >= 3 else ""
+
+
+def tus_patch_head(port: int, path: str, offset: int, length: int, host: str = HOST) -> bytes:
+    """The head of a PATCH of `length` bytes at `offset` (for a body sent piece by piece)."""
+    return request_head(port, "PATCH", path, {**TUS, "Upload-Offset": str(offset),
+                                              "Content-Type": "application/offset+octet-stream"}, length, host)
+
+
+def tus_patch(port: int, path: str, offset: int, data: bytes, host: str = HOST, timeout: float = 30) -> Response:
+    with Conn(port, timeout=timeout, host=host) as conn:
+        conn.send(tus_patch_head(port, path, offset, len(data), host), data)
+        return conn.read_response(timeout)
+
+
+def tus_offset(response: Response) -> int | None:
+    value = response.headers.get("upload-offset")
+    return int(value) if value is not None and value.isdigit() else None
+
+
+def tus_partials(directory: str) -> list[str]:
+    """The data files of the incomplete uploads in `directory` (not their .info)."""
+    return sorted(n for n in os.listdir(directory) if n.startswith(TUS_PREFIX) and not n.endswith(".info"))
 
 
 # --------------------------------------------------------------------------- multipart
@@ -701,6 +764,11 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
+def stored(directory: str) -> list[str]:
+    """The names of the stored files in `directory` (not the reserved `.upload-` names)."""
+    return sorted(n for n in os.listdir(directory) if not n.startswith(TEMP_PREFIX))
+
+
 def temp_files(directory: str) -> list[str]:
     try:
         return sorted(n for n in os.listdir(directory) if n.startswith(TEMP_PREFIX))
@@ -710,6 +778,31 @@ def temp_files(directory: str) -> list[str]:
 
 def random_bytes(rng: random.Random, size: int) -> bytes:
     return rng.randbytes(size)
+
+
+def make_file(path: str, size: int, rng: random.Random) -> str:
+    """A file of `size` random bytes (written 4 MiB at a time); its path."""
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            block = min(left, 4 * MiB)
+            f.write(rng.randbytes(block))
+            left -= block
+    return path
+
+
+def wait_for(condition, timeout: float, step: float = 0.05, ignore: tuple[type[BaseException], ...] = ()) -> bool:
+    """Whether `condition()` came true within `timeout` seconds (exceptions in `ignore` count as false)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if condition():
+                return True
+        except ignore:
+            pass
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(step)
 
 
 class Workspace:
@@ -782,3 +875,111 @@ def fmt_mib(kib: int) -> str:
 
 def exception_text(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
+
+
+# --------------------------------------------------------------------------- headless chromium
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
+
+# Every file row of the upload page, as the tests read it.
+ROWS_JS = """
+return Array.from(document.querySelectorAll('#files .file')).map((li) => ({
+  name: li.querySelector('.file-name').textContent,
+  state: li.dataset.state,
+  status: li.querySelector('.file-status').textContent,
+  storedName: li.dataset.storedName || null,
+  storedSize: li.dataset.storedSize === undefined ? null : Number(li.dataset.storedSize),
+  value: li.querySelector('progress').value,
+  max: li.querySelector('progress').max,
+  cancellable: li.querySelector('button.cancel') !== null,
+}));
+"""
+FINAL = ("done", "error", "cancelled")
+
+
+def browser_missing() -> str | None:
+    """Why no Browser can start here (selenium, chromium or chromedriver missing), or None."""
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (pip install selenium; scripts/test does for its browser stage)"
+    for path, package in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
+        if not os.access(path, os.X_OK):
+            return f"no {path} (apt-get install {package})"
+    return None
+
+
+class Browser:
+    """One headless chromium (selenium) with the performance log on (every request it
+    makes). Loopback only: any other host name fails to resolve, background networking is off."""
+
+    def __init__(self, scripts: bool = True) -> None:
+        from selenium import webdriver
+        from selenium.common.exceptions import WebDriverException
+        from selenium.webdriver.chrome.service import Service
+
+        self._transient = (WebDriverException,)
+        options = webdriver.ChromeOptions()
+        options.binary_location = CHROMIUM
+        for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                     "--window-size=900,760", "--no-first-run", "--no-default-browser-check",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                     "--disable-default-apps", "--disable-extensions", "--lang=en-US",
+                     # Any host name but loopback fails to resolve: nothing leaves the machine.
+                     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"):
+            options.add_argument(flag)
+        if not scripts:
+            options.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2})
+        options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
+        # Selenium is given both paths; it must not look for (or download) a browser.
+        os.environ["SE_OFFLINE"] = "true"
+        self.driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+        self.requests: list[str] = []  # every URL the browser asked for
+        self.console: list[str] = []
+
+    def quit(self) -> None:
+        self.driver.quit()
+
+    def drain_logs(self) -> None:
+        for entry in self.driver.get_log("performance"):
+            message = json.loads(entry["message"])["message"]
+            if message.get("method") == "Network.requestWillBeSent":
+                self.requests.append(message["params"]["request"]["url"])
+        self.console += [entry["message"] for entry in self.driver.get_log("browser")]
+
+    def throttle(self, bytes_per_second: int | None) -> None:
+        """Limits the upload rate (None: no limit), as DevTools' network throttling does."""
+        self.driver.execute_cdp_cmd("Network.enable", {})
+        self.driver.execute_cdp_cmd("Network.emulateNetworkConditions", {
+            "offline": False, "latency": 0, "downloadThroughput": -1,
+            "uploadThroughput": bytes_per_second if bytes_per_second else -1})
+
+    def rows(self) -> list[dict]:
+        return self.driver.execute_script(ROWS_JS)
+
+    def last_row(self) -> dict:
+        rows = self.rows()
+        return rows[-1] if rows else {}
+
+    def pick(self, *paths: str) -> None:
+        from selenium.webdriver.common.by import By
+
+        self.driver.find_element(By.ID, "file-input").send_keys("\n".join(paths))
+
+    def wait_for(self, condition, timeout: float) -> bool:
+        """common.wait_for, a tab between two documents (a form was sent) counting as false."""
+        return wait_for(condition, timeout, ignore=self._transient)
+
+    def wait_rows(self, first: int, count: int, timeout: float, states=FINAL) -> list[dict]:
+        """Rows first..first+count once they all are in one of `states` (or as they are at the deadline)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = self.rows()[first:first + count]
+            if (len(rows) == count and all(r["state"] in states for r in rows)) or time.monotonic() > deadline:
+                return rows
+            time.sleep(0.05)
+
+    def wait_row(self, index: int, timeout: float, states=FINAL) -> dict:
+        rows = self.wait_rows(index, 1, timeout, states)
+        return rows[0] if rows else {}

@@ -8,7 +8,9 @@ proxy_request_buffering off). Scenarios: mixed uploads through the balancer, one
 uploaded at once through different instances under each --on-conflict policy, kill -9
 of an instance mid-upload and its restart, a rolling restart under load, and the races
 of a second writer on the same directory: an instance that starts and stops (its sweep
-of leftovers) while another one publishes, and an instance with another policy.
+of leftovers) while another one publishes, and an instance with another policy; and
+resumable (tus) uploads continued and completed through other instances than the one
+that created them, one after a PATCH cut off mid-body.
 Needs root (namespaces) and nginx.
 """
 
@@ -32,6 +34,8 @@ from common import (
     HOST,
     REPORT,
     TEMP_PREFIX,
+    TUS,
+    TUS_PREFIX,
     Closed,
     Conn,
     KiB,
@@ -43,9 +47,15 @@ from common import (
     Workspace,
     exception_text,
     file_sha256,
+    request,
     sha256,
     staging_args,
+    tus_create,
+    tus_offset,
+    tus_patch,
+    tus_patch_head,
     upload_request,
+    wait_for,
 )
 from netns import Namespaces
 
@@ -964,6 +974,114 @@ def undo_race(cluster: Cluster, balancer: Nginx, ws: Workspace, rng: random.Rand
     REPORT.figure("race mixed policies", f"{lost_files} acknowledged files lost in {lost_rounds} of {rounds} rounds")
     no_temporary_files(label, directory)
     cluster.stop_all()
+    shared.remove()
+
+
+# --------------------------------------------------------------------------- 6. resumable uploads across instances
+
+def tus_across_instances(cluster: Cluster, balancer: Nginx, ws: Workspace, rng: random.Random, staging: str,
+                         size: int = 3 * MiB) -> None:
+    """Resumable uploads (tus, docs/resumable.md) that go from instance to instance, each
+    on its own path to the directory (on a network filesystem: its own mount, as if on
+    another host). Upload k is created and PATCHed a third of the way through instance k,
+    continued through instance k+1 (after its HEAD gives the offset), completed through
+    instance k+2; instance k, still at the old offset, is refused with 409 and told the
+    new one. Then a PATCH cut off mid-body (RST) on one instance, while a third instance
+    that tries to write the same upload is refused (409: the data file's flock, seen
+    through another mount); it resumes on that third instance from its HEAD offset.
+    Every file is checked (sha256) through the checks' path; none is known any more
+    (HEAD 404) and no `.upload-tus-` name is left."""
+    label = "tus across instances"
+    shared = cluster.storage.make(f"tus-{staging}")
+    directory = shared.view
+    instances = cluster.start_all(shared, staging_args(staging))
+    wrong: dict[str, list[str]] = {key: [] for key in ("create", "head", "continue", "stale", "complete", "bytes",
+                                                       "gone")}
+    for k in range(INSTANCES):
+        first, second, third = (instances[(k + j) % INSTANCES] for j in range(3))
+        name = f"tus-{k}.bin"
+        data = rng.randbytes(size + k * 4099)
+        a, b = len(data) // 3, 2 * len(data) // 3
+        created, path = tus_create(PORT, len(data), name, host=first.host)
+        begun = tus_patch(PORT, path, 0, data[:a], host=first.host) if path else None
+        if created.status != 201 or begun is None or begun.status != 204 or tus_offset(begun) != a:
+            wrong["create"].append(f"{name}: {created.status}, {begun.status if begun else 'no Location'}")
+            continue
+        head = request(PORT, "HEAD", path, TUS, host=second.host)
+        if head.status != 200 or tus_offset(head) != a or head.headers.get("upload-length") != str(len(data)):
+            wrong["head"].append(f"{name} on {second.index}: {head.status} {head.headers}")
+        went_on = tus_patch(PORT, path, a, data[a:b], host=second.host)
+        if went_on.status != 204 or tus_offset(went_on) != b:
+            wrong["continue"].append(f"{name} on {second.index}: {went_on.status} {went_on.body[:80]!r}")
+        stale = tus_patch(PORT, path, a, data[a:b], host=first.host)
+        if stale.status != 409 or tus_offset(stale) != b:
+            wrong["stale"].append(f"{name} on {first.index}: {stale.status} offset {tus_offset(stale)}")
+        done = tus_patch(PORT, path, b, data[b:], host=third.host)
+        if done.status != 204 or tus_offset(done) != len(data) or done.headers.get("upload-name") != name:
+            wrong["complete"].append(f"{name} on {third.index}: {done.status} {done.headers} {done.body[:80]!r}")
+        on_view = os.path.join(directory, name)
+        if not os.path.isfile(on_view) or file_sha256(on_view) != sha256(data):
+            wrong["bytes"].append(name)
+        gone = [request(PORT, "HEAD", path, TUS, host=i.host).status for i in instances]
+        if gone != [404] * INSTANCES:
+            wrong["gone"].append(f"{name}: HEAD {gone}")
+    REPORT.check(f"{label}: created and PATCHed a third of the way through one instance (201, 204)",
+                 not wrong["create"], f"{wrong['create'][:3]}")
+    REPORT.check(f"{label}: the next instance's HEAD gives that offset, through its own path", not wrong["head"],
+                 f"{wrong['head'][:2]}")
+    REPORT.check(f"{label}: continued through it (204, the new offset)", not wrong["continue"],
+                 f"{wrong['continue'][:3]}")
+    REPORT.check(f"{label}: the first instance, still at the old offset, answers 409 with the new one",
+                 not wrong["stale"], f"{wrong['stale'][:3]}")
+    REPORT.check(f"{label}: completed through a third instance (204, Upload-Name)", not wrong["complete"],
+                 f"{wrong['complete'][:2]}")
+    REPORT.check(f"{label}: each file holds its bytes (sha256 through the checks' path)", not wrong["bytes"],
+                 f"{INSTANCES} uploads; wrong or missing: {wrong['bytes']}")
+    REPORT.check(f"{label}: a completed upload is known to no instance (HEAD 404 on each)", not wrong["gone"],
+                 f"{wrong['gone'][:3]}")
+
+    # A PATCH cut off mid-body on instance 1, resumed on instance 2.
+    name = "tus-cut.bin"
+    data = rng.randbytes(2 * size)
+    cut = len(data) // 2
+    writer, other = instances[1], instances[2]
+    created, path = tus_create(PORT, len(data), name, host=instances[0].host)
+    partial = os.path.join(directory, TUS_PREFIX + path.rsplit("/", 1)[-1])
+    conn = Conn(PORT, timeout=30, host=writer.host)
+    conn.send(tus_patch_head(PORT, path, 0, len(data), writer.host), data[:cut])
+    arrived = wait_for(lambda: os.path.getsize(partial) >= cut, 15, ignore=(FileNotFoundError,))
+    meanwhile = tus_patch(PORT, path, cut, data[cut:cut + 1], host=other.host)
+    conn.reset()
+    REPORT.check(f"{label}: a PATCH in progress on one instance: the bytes reach the file another path shows",
+                 created.status == 201 and arrived, f"creation {created.status}; {partial}: "
+                 f"{os.path.getsize(partial) if os.path.exists(partial) else 'missing'} of {cut} bytes")
+    REPORT.check(f"{label}: meanwhile another instance is refused the same upload (409: the lock holds across "
+                 f"paths)", meanwhile.status == 409 and meanwhile.headers.get("retry-after") == "1",
+                 f"{meanwhile.status} {meanwhile.headers.get('retry-after')} {meanwhile.body[:80]!r}")
+    head = request(PORT, "HEAD", path, TUS, host=other.host)
+    REPORT.check(f"{label}: after the connection is dropped, HEAD on another instance gives every byte that arrived",
+                 head.status == 200 and tus_offset(head) == cut, f"{head.status}, offset {tus_offset(head)} of {cut}")
+    offset = tus_offset(head) or 0
+    refused = 0
+    deadline = time.monotonic() + 15
+    while True:
+        # The cut-off request may still hold the upload for a moment (409, Retry-After).
+        resumed = tus_patch(PORT, path, offset, data[offset:], host=other.host)
+        if resumed.status != 409 or time.monotonic() > deadline:
+            break
+        refused += 1
+        time.sleep(0.2)
+    on_view = os.path.join(directory, name)
+    REPORT.check(f"{label}: resumed on that instance from the HEAD offset, the file holds its bytes",
+                 resumed.status == 204 and resumed.headers.get("upload-name") == name
+                 and os.path.isfile(on_view) and file_sha256(on_view) == sha256(data),
+                 f"{resumed.status} {resumed.body[:80]!r} after {refused} × 409")
+    left = sorted(n for n in os.listdir(directory) if n.startswith(TUS_PREFIX))
+    REPORT.check(f"{label}: no {TUS_PREFIX} name left after completion", not left, f"{left[:3]}")
+    no_temporary_files(label, directory)
+    REPORT.check(f"{label}: every instance still running", all(i.alive() for i in instances))
+    cluster.tally.add("checked", INSTANCES + 1)
+    exits_clean(label, cluster.stop_all())
     shared.remove()
 
 

@@ -3,9 +3,10 @@ on GlusterFS. A replica-2 volume on two local bricks (gluster.py), with exactly 
 options of deploy/glusterfs/volume-options, mounted once per instance (FUSE, with
 deploy/glusterfs/mount-options) as if each instance ran on its own host, plus a mount
 for the checks and one for the readers that poll final names: each instance in its
-own network namespace behind nginx, as in test_multi.py. And one brick's process
-killed under load and brought back: nothing acknowledged lost or changed, and uploads
-after the heal pass their checks.
+own network namespace behind nginx, as in test_multi.py; resumable (tus) uploads
+continued through another host's mount (multi.tus_across_instances). And one brick's
+process killed under load and brought back: nothing acknowledged lost or changed, and
+uploads after the heal pass their checks.
 
 Needs root, FUSE, nginx and glusterfs-server/glusterfs-client (.ci/run installs them);
 skipped with the reason otherwise. HARDEN_GLUSTER_VOLUME_OPTIONS / _MOUNT_OPTIONS: other
@@ -38,6 +39,7 @@ from multi import (
     stored_names,
     sweep_race,
     trio_on,
+    tus_across_instances,
     undo_race,
 )
 
@@ -118,6 +120,11 @@ def test_sweep_race(trio, workspace, options, mode, existing, seconds):
 def test_undo_race(trio, workspace, options):
     cluster, balancer = trio
     undo_race(cluster, balancer, workspace, random.Random(options.seed), "auto")
+
+
+def test_tus_across_mounts(trio, workspace, options):
+    cluster, balancer = trio
+    tus_across_instances(cluster, balancer, workspace, random.Random(options.seed), "auto")
 
 
 def brick_outage(cluster, balancer, volume: Volume, rng: random.Random, seconds: float = 2.0) -> None:

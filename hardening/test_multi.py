@@ -9,7 +9,16 @@ import random
 
 import pytest
 
-from multi import SCENARIOS, SWEEP_RACE_IDS, SWEEP_RACES, LocalStorage, sweep_race, trio_on, undo_race
+from multi import (
+    SCENARIOS,
+    SWEEP_RACE_IDS,
+    SWEEP_RACES,
+    LocalStorage,
+    sweep_race,
+    trio_on,
+    tus_across_instances,
+    undo_race,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.root("network namespaces")]
 BOTH_STAGINGS = True
@@ -36,3 +45,8 @@ def test_sweep_race(trio, workspace, options, mode, existing, seconds):
 def test_undo_race(trio, workspace, options):
     cluster, balancer = trio
     undo_race(cluster, balancer, workspace, random.Random(options.seed), "auto")
+
+
+def test_tus_across_instances(trio, workspace, options):
+    cluster, balancer = trio
+    tus_across_instances(cluster, balancer, workspace, random.Random(options.seed), "auto")
