@@ -249,6 +249,23 @@
     });
   }
 
+  // Cancel ends the upload on the server too (termination). The aborted PATCH may
+  // still hold the upload's lock for a moment: a 409 is tried again after its
+  // Retry-After, a few times.
+  async function terminate(path) {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      let xhr;
+      try {
+        xhr = await tusRequest({ xhr: null }, 'DELETE', path, {});
+      } catch (error) {
+        return;
+      }
+      if (xhr.status !== 409) return;
+      const seconds = Number(xhr.getResponseHeader('Retry-After')) || 1;
+      await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+    }
+  }
+
   // Waits `ms`, or less if Cancel is pressed.
   function pause(item, ms) {
     return new Promise((resolve) => {
@@ -295,10 +312,7 @@
     showProgress(item, 0);
     runResumable(item).catch((error) => {
       if (item.tus.cancelled || (error && error.message === 'abort')) {
-        if (item.tus.path) {
-          // Cancel ends the upload on the server too (termination).
-          tusRequest({ xhr: null }, 'DELETE', item.tus.path, {}).catch(() => {});
-        }
+        if (item.tus.path) terminate(item.tus.path);
         localStorage.removeItem(resumeKey(item.file));
         cancelled(item);
       } else {
