@@ -152,7 +152,7 @@ public struct DaemonOptions: Sendable {
     public var connectionLimit: Int
     public var idleTimeoutSeconds: Int
     /// Per-connection memory; what the request's head leaves of it bounds each
-    /// read from the socket (README, Performance). Our libmicrohttpd build gives
+    /// read from the socket (docs/performance.md). Our libmicrohttpd build gives
     /// an idle connection's memory back between requests instead of zeroing it.
     public var connectionMemory: Int
     /// The post-processor's buffer (at most; a smaller body gets a smaller one):

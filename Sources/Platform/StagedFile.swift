@@ -7,7 +7,7 @@ import Glibc
 /// block boundary: the bytes past the last boundary wait (copied) for the next
 /// piece. The page cache takes aligned writes in large folios; the pieces the
 /// post-processor hands over are not aligned, and writing them as they came cost
-/// measurably more kernel time per gigabyte than the copy (README, Performance).
+/// measurably more kernel time per gigabyte than the copy (docs/performance.md).
 /// Files smaller than one block are written as they come and never copied.
 ///
 /// Past its first MiB, a file also gets disk space allocated ahead of its bytes,

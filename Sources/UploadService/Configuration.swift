@@ -33,6 +33,6 @@ public struct Configuration: Sendable, Equatable {
 
     /// Four threads per processor: creating and naming a file blocks on the
     /// directory's lock, and with one thread per core the cores wait with it
-    /// (README, Performance).
+    /// (docs/performance.md).
     public init(processors: Int) { threads = min(4 * processors, 1024) }
 }

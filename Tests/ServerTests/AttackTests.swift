@@ -2,7 +2,7 @@ import Foundation
 import Glibc
 import Testing
 
-/// The review's attacks on the promises (issue 11), each failing before its fix.
+/// Attacks on the promises, each of which failed before its fix.
 @Suite("Promises under attack") struct AttackTests {
     @Test func failedMultiFileOverwriteLeavesEveryOldFile() throws {
         let server = try TestServer()
@@ -46,7 +46,7 @@ import Testing
         #expect(server.storedNames.isEmpty)
     }
 
-    /// Issue 11.10 and 11.11: valid framing other multipart writers use (needs
+    /// Valid framing other multipart writers use (needs
     /// our libmicrohttpd patch 0007).
     @Test(arguments: [
         ("Boundary=xyzzy", "Content-Disposition: form-data; name=\"file\"; filename=\"a.txt\"", ""),

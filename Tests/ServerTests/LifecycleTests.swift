@@ -74,7 +74,7 @@ struct LifecycleTests {
         defer { try? FileManager.default.removeItem(at: root) }
         try Data("partial".utf8).write(to: directory.appendingPathComponent(".upload-0123456789abcdef-1.part"))
         try Data("mine".utf8).write(to: directory.appendingPathComponent("kept.txt"))
-        // Issue 11.2: only the exact shape of a temporary file is swept, never a stored file.
+        // Only the exact shape of a temporary file is swept, never a stored file.
         try Data("stored".utf8).write(to: directory.appendingPathComponent(".upload-1.part"))
         let server = try TestServer(uploadDirectory: directory)
         #expect(server.storedNames == [".upload-1.part", "kept.txt"])

@@ -58,7 +58,7 @@ import Testing
         #expect(alternative.hasSuffix("-12.txt"))
     }
 
-    /// Issue 11.4: a long extension used to stay whole, and the name grew past 255 bytes.
+    /// A long extension is shortened too: the name never grows past 255 bytes.
     @Test func alternativeShortensALongExtension() {
         let name = "a." + String(repeating: "x", count: 253)
         let alternative = FileName.alternative(name, suffix: "-1")
@@ -67,7 +67,7 @@ import Testing
         #expect(alternative.contains("-1"))
     }
 
-    /// Issue 11.2: `.upload.part` and `.upload` must never become a temporary file's name.
+    /// `.upload.part` and `.upload` must never become a temporary file's name.
     @Test(arguments: [".upload.part", ".upload", ".upload.x.y"])
     func alternativeNeverLooksTemporary(name: String) {
         for number in 1...3 {
@@ -77,7 +77,7 @@ import Testing
         }
     }
 
-    /// Issue 11.3: two names that differ only in invalid bytes used to collapse into one.
+    /// Two names that differ only in invalid bytes must not collapse into one.
     @Test func refusesInvalidUTF8() {
         for raw: [UInt8] in [Array("caf".utf8) + [0xE9] + Array(".txt".utf8), [0xFF], Array("a".utf8) + [0xC3]] {
             guard case .failure(let failure) = FileName.sanitize(raw) else {
@@ -89,7 +89,7 @@ import Testing
         }
     }
 
-    /// Issue 11.14: a name that displays as something else.
+    /// A name that displays as something else.
     @Test(arguments: ["\u{202E}fdp.exe", "a\u{2066}b", "x\u{202A}"])
     func refusesBidirectionalControls(raw: String) {
         guard case .failure(let failure) = FileName.sanitize(Array(raw.utf8)) else {
@@ -243,7 +243,7 @@ import Testing
                 == .healthcheck(url: "http://[fd00::5]:9000/healthz", timeoutSeconds: 3))
         #expect(try CommandLineParser.parse(["healthcheck", "--url", "http://[::1]:9/h"], environment: [:], processors: 1)
                 == .healthcheck(url: "http://[::1]:9/h", timeoutSeconds: 3))
-        // Issue 11.13: the server's own flags, so the image's HEALTHCHECK follows --port.
+        // The server's own flags, so the image's HEALTHCHECK follows --port.
         #expect(try CommandLineParser.parse(["healthcheck", "--port", "8080"], environment: ["PORT": "9"], processors: 1)
                 == .healthcheck(url: "http://127.0.0.1:8080/healthz", timeoutSeconds: 3))
         #expect(try CommandLineParser.parse(["healthcheck", "--host=10.0.0.7", "--port", "81", "--timeout", "2"],

@@ -51,7 +51,7 @@ import Platform
         #expect(scratch.names == [".upload-aside-not-ours", "a.txt"])
     }
 
-    /// Issue 11.1: `a.txt` used to hold "NEW" after the request failed on `sub`.
+    /// `a.txt` keeps "OLD" when the request fails on `sub`.
     @Test(arguments: stagings)
     func overwriteFailingOnALaterTargetChangesNothing(staging: Staging) throws {
         let scratch = try Scratch()
@@ -92,7 +92,7 @@ import Platform
         #expect(scratch.text("b.txt") == "THEIRS")
     }
 
-    /// Issue 11.2 and 11.4: `rename` never makes a temporary-looking name, keeps
+    /// `rename` never makes a temporary-looking name, keeps
     /// long names within 255 bytes, and does not run out of alternatives.
     @Test(arguments: stagings)
     func renameAlwaysFindsAUsableName(staging: Staging) throws {
