@@ -181,12 +181,7 @@
       item.li.dataset.storedSize = String(stored.size);
       settle(item, 'done', 'Stored as ' + stored.name + ', ' + formatBytes(stored.size) + '.');
     } else if (xhr.status === 401) {
-      const message = token() ? 'The token was not accepted. Enter it again.' : 'An upload token is needed.';
-      sessionStorage.removeItem(TOKEN_KEY);
-      tokenRequired = true;
-      item.progress.value = 0;
-      wait(item);
-      showTokenState(message);
+      needsToken(item);
     } else {
       fail(item, errorText(xhr));
     }
