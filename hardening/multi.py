@@ -29,6 +29,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 import common
 from common import (
     HOST,
@@ -1117,3 +1119,29 @@ SCENARIOS = [mixed_uploads, same_name, kill_mid_upload, rolling_restart]
 # window than named staging's: it gets more time to show.
 SWEEP_RACES = [("named", False, 3 * RACE_SCALE), ("named", True, 3 * RACE_SCALE), ("auto", True, 6 * RACE_SCALE)]
 SWEEP_RACE_IDS = ["named-new-names", "named-existing", "auto-existing"]
+
+
+# ------------------------------------------------------------------ the tests, on any storage
+# Collected by test_multi.py (one local directory) and test_gluster.py (GlusterFS
+# mounts), each with its own `trio` fixture: the same scenarios on both.
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda f: f.__name__)
+def test_instances(trio, workspace, options, staging, scenario):
+    cluster, balancer = trio
+    scenario(cluster, balancer, workspace, random.Random(options.seed), staging)
+
+
+@pytest.mark.parametrize("mode,existing,seconds", SWEEP_RACES, ids=SWEEP_RACE_IDS)
+def test_sweep_race(trio, workspace, options, mode, existing, seconds):
+    cluster, balancer = trio
+    sweep_race(cluster, balancer, workspace, random.Random(options.seed), mode, existing=existing, seconds=seconds)
+
+
+def test_undo_race(trio, workspace, options):
+    cluster, balancer = trio
+    undo_race(cluster, balancer, workspace, random.Random(options.seed), "auto")
+
+
+def test_tus_across_instances(trio, workspace, options):
+    cluster, balancer = trio
+    tus_across_instances(cluster, balancer, workspace, random.Random(options.seed), "auto")
