@@ -113,7 +113,7 @@ public final class Directory: Sendable {
                 _ = discard(file)
                 throw error
             }
-            file.temporaryName = name
+            file.named(name)
             return file
         }
     }
@@ -125,8 +125,15 @@ public final class Directory: Sendable {
         if let staged = file.temporaryName {
             try syscall("link \(name)") { linkat(fd, staged, fd, name, 0) }
             try? remove(staged)
-            file.temporaryName = nil
-        } else if file.linkByDescriptor {
+        } else {
+            try linkUnnamed(file, as: name)
+        }
+        file.published()
+    }
+
+    /// Links an unnamed (O_TMPFILE) file's bytes to `name`.
+    private func linkUnnamed(_ file: StagedFile, as name: String) throws(SystemError) {
+        if file.linkByDescriptor {
             try syscall("link \(name)") { linkat(file.descriptor, "", fd, name, cplatform_at_empty_path) }
         } else {
             try syscall("link \(name)") {
@@ -138,11 +145,11 @@ public final class Directory: Sendable {
     /// Gives an unnamed staged file a `TemporaryName`, locked first so that no
     /// other instance's sweep removes it before it is renamed.
     public func nameTemporarily(_ file: StagedFile) throws(SystemError) {
-        guard file.temporaryName == nil else { return }
+        guard file.stage == .unnamed else { return }
         try file.lock()
         let name = TemporaryName.next()
-        try link(file, as: name)
-        file.temporaryName = name
+        try linkUnnamed(file, as: name)
+        file.named(name)
     }
 
     /// Replaces `name` (a file or symlink, or nothing) with a staged file that has
@@ -150,7 +157,7 @@ public final class Directory: Sendable {
     public func replace(_ name: String, with file: StagedFile) throws(SystemError) {
         guard let staged = file.temporaryName else { preconditionFailure("replace needs a named staged file") }
         try syscall("rename to \(name)") { renameat(fd, staged, fd, name) }
-        file.temporaryName = nil
+        file.published()
     }
 
     /// Removes `name` only if it is still `file` (same device and inode): undoing

@@ -201,7 +201,7 @@ extension Directory {
     /// sweep removes it after a crash, never while it is written), then rename(2).
     public func writeAtomically(_ name: String, _ bytes: [UInt8], durable: Bool) throws(SystemError) {
         let file = try createStagedFile(.named)
-        guard let temporary = file.temporaryName else { preconditionFailure("a named staged file has a name") }
+        let temporary = file.temporaryName ?? ""
         do throws(SystemError) {
             let written: Result<Void, SystemError> = bytes.withUnsafeBytes { buffer in
                 var done = 0
@@ -216,8 +216,7 @@ extension Directory {
             }
             try written.get()
             if durable { try file.synchronize() }
-            try syscall("rename to \(name)") { renameat(descriptor, temporary, descriptor, name) }
-            file.temporaryName = nil
+            try replace(name, with: file)
             file.close()
         } catch {
             _ = discard(file)

@@ -23,9 +23,24 @@ public final class StagedFile {
     static let reservationStart = 1 << 20
     static let reservationStep = 8 << 20
 
+    /// Where the file is in its life. Only the file changes it, at the steps
+    /// `Directory` takes with it (named, published).
+    public enum Stage: Equatable, Sendable {
+        /// An unnamed (O_TMPFILE) file.
+        case unnamed
+        /// Under a reserved `TemporaryName`, locked.
+        case temporary(String)
+        /// Its bytes have their final name: nothing of it is left to clean up.
+        case published
+    }
+
     private var fd: Int32
-    /// nil for an unnamed (O_TMPFILE) file until `Directory.nameTemporarily`.
-    public internal(set) var temporaryName: String?
+    public private(set) var stage: Stage
+    /// The reserved name it has while `.temporary`.
+    public var temporaryName: String? {
+        if case .temporary(let name) = stage { return name }
+        return nil
+    }
     let linkByDescriptor: Bool
     /// Device and inode: an undo removes a name only while it still leads here.
     /// Read while the file is open (`rememberIdentity` keeps it past `close`).
@@ -50,10 +65,19 @@ public final class StagedFile {
     /// `size`: bytes already in the file (a resumable upload's, published as a whole).
     init(fd: Int32, temporaryName: String?, linkByDescriptor: Bool, size: Int = 0) {
         self.fd = fd
-        self.temporaryName = temporaryName
+        stage = temporaryName.map { .temporary($0) } ?? .unnamed
         self.linkByDescriptor = linkByDescriptor
         written = size
     }
+
+    /// It now has the reserved `name` (created, renamed or linked there).
+    func named(_ name: String) {
+        precondition(stage != .published, "a published file takes no temporary name")
+        stage = .temporary(name)
+    }
+
+    /// Its bytes now have their final name; a temporary name is gone with it.
+    func published() { stage = .published }
 
     /// A partial file handed over for publication stays claimed in this
     /// process (`OpenPartials`) until it is closed.

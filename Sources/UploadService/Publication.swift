@@ -67,7 +67,7 @@ struct Publication {
     private func overwrite(_ parts: [Part]) throws(UploadFailure) -> [StoredFile] {
         // The common case, one new unnamed file: one link(2), nothing checked
         // first (a single file has no other file to leave as it was).
-        if parts.count == 1, parts[0].file.temporaryName == nil {
+        if parts.count == 1, parts[0].file.stage == .unnamed {
             do {
                 try directory.link(parts[0].file, as: parts[0].name)
                 return [StoredFile(name: parts[0].name, size: parts[0].file.size, replaced: false)]

@@ -152,3 +152,24 @@ extension StagedFileTests {
         _ = scratch.directory.discard(file)
     }
 }
+
+/// A staged file's stage follows what the directory did with it, and only succeeded steps move it.
+@Suite struct StagedFileStageTests {
+    @Test func unnamedThenTemporaryThenPublished() throws {
+        let scratch = try ScratchDirectory()
+        let staging = scratch.directory.bestStaging()
+        let file = try scratch.directory.createStagedFile(staging)
+        #expect(file.stage == (staging == .named ? .temporary(file.temporaryName ?? "") : .unnamed))
+        try scratch.directory.nameTemporarily(file)
+        let temporary = try #require(file.temporaryName)
+        #expect(TemporaryName.matches(temporary))
+        scratch.write("taken", to: "a.txt")
+        #expect(throws: SystemError.self) { try scratch.directory.link(file, as: "a.txt") }
+        #expect(file.stage == .temporary(temporary), "a failed link leaves the file where it was")
+        try scratch.directory.replace("a.txt", with: file)
+        #expect(file.stage == .published)
+        #expect(file.temporaryName == nil)
+        #expect(scratch.names == ["a.txt"])
+        file.close()
+    }
+}
