@@ -709,6 +709,7 @@ def kill_mid_upload(cluster: Cluster, balancer: Nginx, ws: Workspace, rng: rando
 
         victim.signal(signal.SIGKILL)
         victim.wait(5)
+        killed_at = time.monotonic()
         cluster.tally.add("kills")
         _, victim_upload, _ = held["kill-victim.bin"]
         try:
@@ -734,7 +735,9 @@ def kill_mid_upload(cluster: Cluster, balancer: Nginx, ws: Workspace, rng: rando
                 direct.append(exception_text(error))
         REPORT.check(f"{label}: the other instances keep serving while it is down", direct == [200] * len(others),
                      f"direct uploads {direct}")
-        time.sleep(0.3)
+        # A file the kill caught between its creation and its lock is swept once it has
+        # been unlocked for 2 s (another host may be about to lock a fresh one).
+        time.sleep(max(0.3, 2.2 - (time.monotonic() - killed_at)))
 
         restarted = cluster.restart(victim.index)
         still = [n for n in left_after_kill if os.path.exists(os.path.join(directory, n))]

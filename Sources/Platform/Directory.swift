@@ -219,14 +219,21 @@ public final class Directory: Sendable {
     }
 
     /// Removes `name` unless a live process holds its lock; true if removed.
-    public func removeIfUnlocked(_ name: String) -> Bool {
+    /// With `unchangedForSeconds`, only once its inode has not changed for that long.
+    public func removeIfUnlocked(_ name: String, unchangedForSeconds seconds: Int = 0) -> Bool {
         // Opened for writing: on NFS, flock is a POSIX lock, and an exclusive
         // one needs a descriptor open for writing.
-        let fd = openat(self.fd, name, O_WRONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)
-        guard fd >= 0 else { return false }
+        guard let fd = try? syscall("open \(name)", { openat(self.fd, name, O_WRONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK) })
+        else { return false }
         defer { Glibc.close(fd) }
-        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else { return false }
-        return unlinkat(self.fd, name, 0) == 0
+        guard (try? syscall("lock \(name)") { flock(fd, LOCK_EX | LOCK_NB) }) != nil else { return false }
+        if seconds > 0 {
+            var status = stat()
+            var now = timespec()
+            guard (try? syscall("stat \(name)") { fstat(fd, &status) }) != nil, clock_gettime(CLOCK_REALTIME, &now) == 0,
+                  now.tv_sec - status.st_ctim.tv_sec >= seconds else { return false }
+        }
+        return (try? remove(name)) != nil
     }
 
     /// Removes `name` if its inode last changed (a rename changes it) at least

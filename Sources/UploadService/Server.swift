@@ -126,15 +126,22 @@ public enum Server {
     /// its creation name as long; one older than this was left by a crash in between.
     static let abandonedAsideSeconds = 60
 
+    /// A named file is created under a `TemporaryName.creating` name and locked
+    /// at once; one unlocked this long after its creation was left by a crash.
+    static let abandonedCreationSeconds = 2
+
     /// Temporary files that no running process holds, and names taken aside
     /// long ago: left by a crash or a kill.
     @discardableResult
     static func removeLeftovers(_ directory: Directory, asideAfterSeconds: Int = abandonedAsideSeconds) -> Int {
         let names = (try? directory.names()) ?? []
         let staged = names.filter(TemporaryName.matches).filter { directory.removeIfUnlocked($0) }
-        let asides = names.filter { TemporaryName.isAside($0) || TemporaryName.isCreating($0) }.filter {
+        let creating = names.filter(TemporaryName.isCreating).filter {
+            directory.removeIfUnlocked($0, unchangedForSeconds: abandonedCreationSeconds)
+        }
+        let asides = names.filter(TemporaryName.isAside).filter {
             directory.removeIfUnchanged($0, forSeconds: asideAfterSeconds)
         }
-        return staged.count + asides.count
+        return staged.count + creating.count + asides.count
     }
 }

@@ -44,11 +44,17 @@ import Platform
         scratch.write("held", to: aside)
         scratch.write("kept", to: ".upload-aside-not-ours")
         scratch.write("stored", to: "a.txt")
+        // A file a crash left between its creation and its lock, and one being created now (locked).
+        let abandoned = TemporaryName.creating(TemporaryName.next())
+        scratch.write("", to: abandoned)
+        let creating = try scratch.directory.createStagedFile(.named)
         #expect(Server.removeLeftovers(scratch.directory) == 0)
         #expect(scratch.names.contains(aside), "a fresh aside may be another upload's file for an instant")
-        sleep(1)
-        #expect(Server.removeLeftovers(scratch.directory, asideAfterSeconds: 1) == 1)
-        #expect(scratch.names == [".upload-aside-not-ours", "a.txt"])
+        #expect(scratch.names.contains(abandoned), "another host may be about to lock a fresh one")
+        sleep(UInt32(Server.abandonedCreationSeconds))
+        #expect(Server.removeLeftovers(scratch.directory, asideAfterSeconds: 1) == 2)
+        #expect(Set(scratch.names) == [".upload-aside-not-ours", "a.txt", try #require(creating.temporaryName)])
+        _ = scratch.directory.discard(creating)
     }
 
     /// `a.txt` keeps "OLD" when the request fails on `sub`.
