@@ -29,6 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 LOCK = os.environ.get("SWIFT_BUILD_LOCK", "/tmp/swift-build.lock")
 SUPPRESSIONS = os.path.join(HERE, "tsan.supp")
+ASAN_SUPPRESSIONS = os.path.join(HERE, "asan.supp")
 SANITIZERS = {"address": ".build-asan", "thread": ".build-tsan"}
 REPORT_PATTERN = re.compile(r"(ERROR: AddressSanitizer|WARNING: ThreadSanitizer|ERROR: LeakSanitizer|"
                             r"SUMMARY: (Address|Thread|Leak|UndefinedBehavior)Sanitizer|runtime error:)")
@@ -44,6 +45,8 @@ def options_for(sanitizer: str, log_dir: str | None) -> dict[str, str]:
     env = {}
     if sanitizer == "address":
         value = "detect_leaks=0:abort_on_error=0"
+        if os.path.exists(ASAN_SUPPRESSIONS):
+            value += f":suppressions={ASAN_SUPPRESSIONS}"
         if log_dir:
             value += f":log_path={log_dir}/asan"
         env["ASAN_OPTIONS"] = value

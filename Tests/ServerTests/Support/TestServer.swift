@@ -124,6 +124,10 @@ final class TestServer: @unchecked Sendable {
             process.arguments = Array(prefix.dropFirst()) + [binary] + arguments
         }
         var env = ["PATH": "/usr/bin:/bin"]
+        // Under `scripts/harden sanitizers` the server is sanitized too: its suppressions go with it.
+        for name in ["ASAN_OPTIONS", "TSAN_OPTIONS"] {
+            if let value = ProcessInfo.processInfo.environment[name] { env[name] = value }
+        }
         env.merge(environment) { $1 }
         process.environment = env
         process.currentDirectoryURL = directory
