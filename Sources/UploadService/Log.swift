@@ -58,7 +58,6 @@ public struct Log: Sendable {
         let fraction = String(microseconds % 1_000)
         return String(microseconds / 1_000) + "." + String(repeating: "0", count: 3 - fraction.utf8.count) + fraction
     }
-
 }
 
 /// Every event the server logs besides the access lines; docs/operations.md
@@ -86,7 +85,8 @@ public enum LogEvent: String, CaseIterable, Sendable {
     public var level: Level {
         switch self {
         case .started, .removedLeftovers, .resumableUploads, .resumableExpired, .stopping, .stopped: .info
-        case .connectionLimitLowered, .noToken, .networkFilesystem, .connectionRefused, .resumableLimit, .resumableCutOff, .uploadFailed, .uploadAbandoned, .httpDaemon: .warning
+        case .connectionLimitLowered, .noToken, .networkFilesystem, .connectionRefused, .resumableLimit,
+             .resumableCutOff, .uploadFailed, .uploadAbandoned, .httpDaemon: .warning
         case .uploadDirectoryUnavailable: .error
         }
     }

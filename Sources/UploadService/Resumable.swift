@@ -29,8 +29,8 @@ extension UploadApplication {
         let incomplete = resumable.incomplete
         guard removed > 0 || incomplete > 0 else { return }
         log(.resumableUploads, [("incomplete", .number(Int64(incomplete))), ("expired_removed", .number(Int64(removed))),
-                                       ("expiry", .string(DurationText.format(config.resumableExpirySeconds))),
-                                       ("limit", .number(Int64(config.resumableLimit)))])
+                                ("expiry", .string(DurationText.format(config.resumableExpirySeconds))),
+                                ("limit", .number(Int64(config.resumableLimit)))])
     }
 
     /// `/tus` and everything under it.
@@ -146,8 +146,8 @@ extension UploadApplication {
         let now = ProcessEnvironment.wallClockSeconds()
         let removed = resumable.sweepIfDue(current, now: now)
         if removed > 0 { log(.resumableExpired, [("uploads_removed", .number(Int64(removed)))]) }
-        guard resumable.admit() else {
-            log(.resumableLimit, [("limit", .number(Int64(resumable.limit))), ("peer", .string(head.peer))])
+                                                 guard resumable.admit() else {
+                                                 log(.resumableLimit, [("limit", .number(Int64(resumable.limit))), ("peer", .string(head.peer))])
             return refuse(.tooManyIncomplete(limit: resumable.limit))
         }
 
@@ -402,7 +402,7 @@ struct ResumableContext {
             }
             staged.close()
             log(.uploadFailed, [("status", .number(Int64(error.status))), ("error", .string(error.message)),
-                                          ("peer", .string(peer)), ("resumable", .string(id))])
+                                ("peer", .string(peer)), ("resumable", .string(id))])
             return .failure(error)
         }
         store.release()
@@ -515,8 +515,8 @@ final class ResumablePatch: RawBodyReceiver {
         if checksum != nil, failure == nil { try? file.truncate(to: start) }
         file.releaseReservation()
         context.log(.resumableCutOff, [("reason", .string(reason.label)), ("peer", .string(context.peer)),
-                                                  ("resumable", .string(id)), ("offset", .unsigned(file.size)),
-                                                  ("bytes_kept", .unsigned(file.size - min(file.size, start)))])
+                                       ("resumable", .string(id)), ("offset", .unsigned(file.size)),
+                                       ("bytes_kept", .unsigned(file.size - min(file.size, start)))])
         file.close()
         end()
     }
@@ -533,7 +533,7 @@ final class ResumablePatch: RawBodyReceiver {
         file.releaseReservation()
         file.close()
         context.log(.uploadFailed, [("status", .number(Int64(failure.status))), ("error", .string(failure.message)),
-                                              ("peer", .string(context.peer)), ("resumable", .string(id))])
+                                    ("peer", .string(context.peer)), ("resumable", .string(id))])
     }
 
     private func end() {

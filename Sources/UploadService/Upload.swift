@@ -140,8 +140,8 @@ final class Upload {
         end()
         let removed = removeStagedFiles()
         settings.log(.uploadAbandoned, [("reason", .string(reason.label)), ("peer", .string(peer)),
-                                                  ("bytes_received", .unsigned(received)),
-                                                  ("temporary_files_removed", .number(Int64(removed)))])
+                                        ("bytes_received", .unsigned(received)),
+                                        ("temporary_files_removed", .number(Int64(removed)))])
     }
 
     /// Records the first failure and removes what was written; the rest of the
@@ -151,7 +151,7 @@ final class Upload {
         self.failure = failure
         let removed = removeStagedFiles()
         settings.log(.uploadFailed, [("status", .number(Int64(failure.status))), ("error", .string(failure.message)),
-                                               ("peer", .string(peer)), ("temporary_files_removed", .number(Int64(removed)))])
+                                     ("peer", .string(peer)), ("temporary_files_removed", .number(Int64(removed)))])
     }
 
     private func end() {
